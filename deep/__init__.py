@@ -1,0 +1,1 @@
+"""Deep robust fairness: datasets, models, attacks, class-wise evaluation and FAAL/FRL training."""

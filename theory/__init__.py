@@ -1,0 +1,1 @@
+"""Closed forms of robust fairness: FRL Gaussian-mixture theory and the FAAL KL-DRO weights."""
