@@ -1,0 +1,220 @@
+"""Checkpoint files: atomic writes, loading with clear errors, rebuilding a model.
+
+Format (a dict): ``{"model_config": {...}, "model": state_dict, ...anything else}``, where
+``model_config`` is the ``model.model_config`` of :func:`deep.models.build_model`. Files are read
+with ``torch.load(weights_only=True)``, which accepts tensors, dicts, lists, tuples, strings,
+numbers and ``None`` but executes no pickled code; :func:`rng_state` stores random-number-generator
+states in that form, so a complete training state round-trips without ``weights_only=False``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from deep.models import CheckpointMismatchError, build_model, load_model_state
+
+__all__ = [
+    "CheckpointError",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "rng_state",
+    "save_atomic",
+    "set_rng_state",
+]
+
+_STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, truncated, or not in the expected format."""
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` atomically.
+
+    The object is written to a temporary file in the same directory, flushed and fsynced, then
+    moved over ``path`` with ``os.replace``; readers see either the old file or the complete new
+    one, never a partial file. On any failure the temporary file is removed and the error re-raised.
+    The parent directory is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable (best effort; not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: Any = "cpu", *, trusted: bool = False
+) -> dict:
+    """Load a checkpoint dict written by :func:`save_atomic` (or any ``torch.save`` of a dict).
+
+    Reads with ``weights_only=True``. ``trusted=True`` uses ``weights_only=False`` instead, which
+    can run arbitrary code from the file: only for files from a source you trust that hold other
+    Python objects. Raises :class:`CheckpointError` naming the file if it is missing, not a torch
+    file, truncated, holds objects outside the safe set, or does not hold a dict.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint path {path} is not a file")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=not trusted)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc) and not trusted:
+            raise CheckpointError(
+                f"checkpoint file {path} holds Python objects outside the safe set "
+                "(tensors, dicts, lists, strings, numbers); if you trust its source, load it with "
+                f"trusted=True. Detail: {str(exc).splitlines()[-1]}"
+            ) from exc
+        raise CheckpointError(
+            f"checkpoint file {path} is not a readable torch file (corrupt or truncated): {exc}"
+        ) from exc
+    except Exception as exc:  # the unpickler raises many types on garbage (IndexError, KeyError...)
+        raise CheckpointError(
+            f"checkpoint file {path} is not a readable torch file (corrupt or truncated): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(
+            f"checkpoint file {path} holds a {type(obj).__name__}, expected a dict"
+        )
+    return obj
+
+
+def _is_state_dict(obj: Mapping) -> bool:
+    return bool(obj) and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+
+
+def model_from_checkpoint(
+    path_or_dict: str | os.PathLike | Mapping,
+    *,
+    map_location: Any = "cpu",
+    model_config: Mapping | None = None,
+) -> tuple[nn.Module, dict]:
+    """Rebuild the model stored in a checkpoint; returns ``(model, checkpoint_dict)``.
+
+    The architecture comes from ``model_config`` if given, else from the checkpoint's
+    ``"model_config"``; it is built with ``build_model(**model_config)`` and loaded with
+    :func:`deep.models.load_model_state` (``module.`` / ``_orig_mod.`` prefixes accepted). The
+    weights are read from ``"model"`` (or ``"state_dict"`` / ``"model_state_dict"``); a raw state
+    dict is accepted when ``model_config`` is given. The model is returned in eval mode, moved to
+    ``map_location`` when that is a device. Errors name the file: :class:`CheckpointError` for a
+    missing configuration or weights, :class:`deep.models.CheckpointMismatchError` for weights that
+    do not fit the architecture.
+    """
+    if isinstance(path_or_dict, Mapping):
+        ckpt = dict(path_or_dict)
+        source = "the given checkpoint dict"
+    else:
+        ckpt = load_checkpoint(path_or_dict, map_location=map_location)
+        source = f"checkpoint file {Path(path_or_dict)}"
+
+    state = next((ckpt[k] for k in _STATE_DICT_KEYS if isinstance(ckpt.get(k), Mapping)), None)
+    if state is None and _is_state_dict(ckpt):
+        state = ckpt
+    if state is None:
+        raise CheckpointError(
+            f"{source} holds no model weights (expected a key among {_STATE_DICT_KEYS} or a raw "
+            f"state dict); its keys are {sorted(map(str, ckpt))[:20]}"
+        )
+    config = model_config if model_config is not None else ckpt.get("model_config")
+    if not isinstance(config, Mapping):
+        raise CheckpointError(
+            f"{source} has no 'model_config'; pass model_config={{'name': ..., 'num_classes': ...}}"
+        )
+    try:
+        model = build_model(**dict(config))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{source} has an invalid model_config {dict(config)}: {exc}"
+        ) from exc
+    try:
+        load_model_state(model, state)
+    except CheckpointMismatchError as exc:
+        raise exc.with_source(source) from None
+    if isinstance(map_location, str | torch.device):
+        model = model.to(map_location)
+    model.eval()
+    return model, ckpt
+
+
+def rng_state() -> dict:
+    """The states of Python's, NumPy's and torch's (CPU and CUDA) global generators.
+
+    Held only in types that ``torch.load(weights_only=True)`` reads (NumPy's key array as a tensor),
+    so it can be stored in a checkpoint; restore with :func:`set_rng_state`.
+    """
+    np_state = np.random.get_state()  # noqa: NPY002 (the global state is what is saved)
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "algorithm": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping) -> None:
+    """Restore generator states saved by :func:`rng_state` (CUDA only where present)."""
+    try:
+        py = state["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        npd = state["numpy"]
+        np.random.set_state(  # noqa: NPY002
+            (
+                npd["algorithm"],
+                npd["keys"].cpu().numpy().astype(np.uint32),
+                int(npd["pos"]),
+                int(npd["has_gauss"]),
+                float(npd["cached_gaussian"]),
+            )
+        )
+        torch.set_rng_state(state["torch"].cpu())
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"RNG state is incomplete or malformed: {exc!r}") from exc
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
