@@ -1,0 +1,244 @@
+"""l_inf attacks in pixel space [0, 1]: PGD on cross-entropy, CW (logit margin), TRADES-KL.
+
+* PGD (Madry et al., ICLR 2018, "Towards Deep Learning Models Resistant to Adversarial Attacks",
+  Eq. 2 and §2.1): ``x <- Proj(x + step_size * sign(grad_x CE))`` from a uniform random start.
+* CW-l_inf: the same iteration on the margin loss of Carlini & Wagner (IEEE S&P 2017, "Towards
+  Evaluating the Robustness of Neural Networks", f_6), ``max_{j != y} z_j - z_y`` on the logits, as
+  the CW-20 evaluation of the FAAL and TRADES code runs it.
+* TRADES (Zhang et al., ICML 2019, "Theoretically Principled Trade-off between Robustness and
+  Accuracy", Algorithm 1 and Eq. 5): start ``x + 0.001 N(0, I)``, ascend ``KL(p_clean || p_adv)``.
+
+Common behaviour (SPEC §3):
+
+* ``eps`` and ``step_size`` are floats or tensors of shape (B,) (per-sample budgets, e.g. FRL's
+  class-wise eps), broadcast over (C, H, W).
+* Every iterate (and the result) lies in ``[max(x - eps, 0), min(x + eps, 1)]`` exactly.
+* The model is put in eval mode during the attack and each submodule's mode is restored after;
+  a DistributedDataParallel wrapper is bypassed (the attack needs no gradient synchronisation).
+* Gradients are taken with ``torch.autograd.grad`` with respect to the input only: no parameter's
+  ``.grad`` is touched. Losses are computed in float32, so attacks run under ``torch.autocast``.
+* No host synchronisation inside the loop (no ``.item()``, no branching on tensor values).
+* ``generator`` (a ``torch.Generator``) makes the random start reproducible; the noise is drawn on
+  the generator's device and moved to ``x``'s device, so a CPU generator gives the same start on
+  any device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ATTACK_LOSSES", "cw_attack", "cw_margin", "pgd_attack", "trades_attack"]
+
+ATTACK_LOSSES = ("ce", "cw")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode; restore each one's own mode afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _unwrap_ddp(model: nn.Module) -> nn.Module:
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.module
+    return model
+
+
+def _check_input(x: Tensor) -> None:
+    if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point():
+        raise ValueError(
+            "x must be a floating-point tensor of shape (B, C, H, W) with values in [0, 1]"
+        )
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "attacks need autograd and cannot run under torch.inference_mode(); use torch.no_grad()"
+        )
+
+
+def _budget(value: float | Tensor, x: Tensor, name: str) -> float | Tensor:
+    """A float, or a tensor of shape (B, 1, ..., 1) on x's device and dtype; validated >= 0."""
+    if isinstance(value, Tensor):
+        if value.ndim == 0:
+            value = value.reshape(1)
+        if value.ndim != 1 or value.shape[0] not in (1, x.shape[0]):
+            raise ValueError(
+                f"{name} must be a float or a tensor of shape ({x.shape[0]},), "
+                f"got shape {tuple(value.shape)}"
+            )
+        value = value.detach().to(device=x.device, dtype=x.dtype)
+        if value.device.type == "cpu":  # free to check; on accelerators check without a sync
+            if not bool(torch.isfinite(value).all() & (value >= 0).all()):
+                raise ValueError(f"{name} must be finite and >= 0 for every sample")
+        else:
+            torch._assert_async(torch.isfinite(value).all() & (value >= 0).all())
+        return value.view(-1, *([1] * (x.ndim - 1)))
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a float or a tensor, got {type(value).__name__}"
+        ) from None
+    if not (value >= 0 and value < float("inf")):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return value
+
+
+def _check_steps(steps: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    return steps
+
+
+def _check_labels(y: Tensor, x: Tensor) -> Tensor:
+    if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
+        raise ValueError(f"y must be an integer tensor of shape ({x.shape[0]},)")
+    return y.to(device=x.device, dtype=torch.long)
+
+
+def _noise(
+    kind: str, x: Tensor, generator: torch.Generator | None
+) -> Tensor:  # "uniform" in [-1, 1) or "normal"
+    device = generator.device if generator is not None else x.device
+    if kind == "uniform":
+        noise = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype) * 2 - 1
+    else:
+        noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+    return noise.to(x.device)
+
+
+def _project(x_adv: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
+    return torch.clamp(x_adv, min=lower, max=upper)
+
+
+def cw_margin(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-sample logit margin ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017); shape (B,).
+
+    Positive iff the sample is misclassified (ties aside).
+    """
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must have shape (B, C) with C >= 2, got {tuple(logits.shape)}")
+    true_logit = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return others.amax(dim=1) - true_logit
+
+
+def _sign_ascent(
+    model: nn.Module,
+    x: Tensor,
+    x_start: Tensor,
+    loss_fn: Callable[[Tensor], Tensor],
+    eps: float | Tensor,
+    step_size: float | Tensor,
+    steps: int,
+) -> Tensor:
+    """Projected sign-gradient ascent on ``loss_fn(logits)`` (a scalar) from ``x_start``."""
+    lower = torch.clamp(x - eps, min=0.0)
+    upper = torch.clamp(x + eps, max=1.0)
+    x_adv = _project(x_start, lower, upper).detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        with torch.enable_grad():
+            loss = loss_fn(model(x_adv).float())
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = _project(x_adv.detach() + step_size * grad.sign(), lower, upper)
+    return x_adv.detach()
+
+
+# --------------------------------------------------------------------------------------------
+# Attacks
+# --------------------------------------------------------------------------------------------
+def pgd_attack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float | Tensor,
+    step_size: float | Tensor,
+    steps: int,
+    loss: str = "ce",
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """l_inf PGD (Madry et al. 2018, Eq. 2): maximise ``loss`` within the eps-ball and [0, 1].
+
+    ``loss="ce"``: cross-entropy (summed over the batch, so each sample ascends its own loss);
+    ``loss="cw"``: the logit margin ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017).
+    ``random_start``: start from ``x + U(-eps, eps)`` (projected to [0, 1]), else from ``x``.
+    Returns the detached adversarial batch, which lies in ``[max(x-eps,0), min(x+eps,1)]``.
+    """
+    _check_input(x)
+    y = _check_labels(y, x)
+    eps = _budget(eps, x, "eps")
+    step_size = _budget(step_size, x, "step_size")
+    steps = _check_steps(steps)
+    if loss not in ATTACK_LOSSES:
+        raise ValueError(f"loss must be one of {ATTACK_LOSSES}, got {loss!r}")
+    x = x.detach()
+    x_start = x + eps * _noise("uniform", x, generator) if random_start else x
+
+    if loss == "ce":
+
+        def loss_fn(logits: Tensor) -> Tensor:
+            return F.cross_entropy(logits, y, reduction="sum")
+
+    else:
+
+        def loss_fn(logits: Tensor) -> Tensor:
+            return cw_margin(logits, y).sum()
+
+    net = _unwrap_ddp(model)
+    with _eval_mode(net):
+        return _sign_ascent(net, x, x_start, loss_fn, eps, step_size, steps)
+
+
+def cw_attack(model: nn.Module, x: Tensor, y: Tensor, **kwargs) -> Tensor:
+    """CW-l_inf: :func:`pgd_attack` with ``loss="cw"`` (logit margin; Carlini & Wagner 2017)."""
+    if "loss" in kwargs:
+        raise ValueError("cw_attack always uses loss='cw'; call pgd_attack to choose the loss")
+    return pgd_attack(model, x, y, loss="cw", **kwargs)
+
+
+def trades_attack(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    eps: float | Tensor,
+    step_size: float | Tensor,
+    steps: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """TRADES inner maximisation (Zhang et al. 2019, Algorithm 1): ascend ``KL(p_clean || p_adv)``.
+
+    Starts at ``x + 0.001 N(0, I)`` (projected to the eps-ball and [0, 1]); the clean probabilities
+    are computed once, in eval mode, without gradient; the KL divergence is summed over the batch.
+    Needs no labels.
+    """
+    _check_input(x)
+    eps = _budget(eps, x, "eps")
+    step_size = _budget(step_size, x, "step_size")
+    steps = _check_steps(steps)
+    x = x.detach()
+    x_start = x + 0.001 * _noise("normal", x, generator)
+    net = _unwrap_ddp(model)
+    with _eval_mode(net):
+        with torch.no_grad():
+            p_clean = F.softmax(net(x).float(), dim=1)
+
+        def loss_fn(logits: Tensor) -> Tensor:
+            return F.kl_div(F.log_softmax(logits, dim=1), p_clean, reduction="sum")
+
+        return _sign_ascent(net, x, x_start, loss_fn, eps, step_size, steps)
