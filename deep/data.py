@@ -102,7 +102,7 @@ class MissingFilesError(DatasetError):
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageSplit:
     """Images ``x`` (uint8, ``(N, C, H, W)``, CPU) with labels ``y`` (int64, ``(N,)``)."""
 

@@ -71,7 +71,12 @@ def fetch_files(
 
 def download_verified(url: str, target: Path, md5: str, *, progress: bool = False) -> None:
     """Stream ``url`` to ``target`` via a temporary file; keep it only if its MD5 equals ``md5``."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".part", dir=target.parent
+        )
+    except OSError as err:
+        raise DatasetError(f"cannot write to {target.parent}: {err}") from err
     tmp = Path(tmp_name)
     try:
         digest = hashlib.md5(usedforsecurity=False)
@@ -119,7 +124,10 @@ def download_verified(url: str, target: Path, md5: str, *, progress: bool = Fals
 
 def extract_archive(archive: Path, data_dir: Path, folder: str) -> None:
     """Unpack the tar ``archive``; atomically move its top-level ``folder`` into ``data_dir``."""
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{folder}.", suffix=".extract", dir=data_dir))
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{folder}.", suffix=".extract", dir=data_dir))
+    except OSError as err:
+        raise DatasetError(f"cannot write to {data_dir}: {err}") from err
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
