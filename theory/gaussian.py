@@ -121,16 +121,21 @@ def _check_norm(norm) -> str:
     return norm
 
 
-def _check_eps(eps, d: np.ndarray, eta: np.ndarray, norm: str) -> np.ndarray:
-    """eps in [0, eta) for l_inf, in [0, sqrt(d) eta) for l_2 (elementwise, broadcast)."""
-    arr = _as_finite(eps, "eps")
+def _check_broadcast(arr: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
     try:
-        eps_b, d_b, eta_b = np.broadcast_arrays(arr, d, eta)
+        np.broadcast_shapes(arr.shape, shape)
     except ValueError as exc:
         raise ValueError(
-            f"eps of shape {arr.shape} does not broadcast against the mixture parameters of shape "
-            f"{np.broadcast_shapes(np.shape(d), np.shape(eta))}"
+            f"{name} of shape {arr.shape} does not broadcast against shape {shape} (the mixture "
+            f"parameters, and eps where given)"
         ) from exc
+
+
+def _check_eps(eps, d: np.ndarray, eta: np.ndarray, norm: str, shape=()) -> np.ndarray:
+    """eps in [0, eta) for l_inf, in [0, sqrt(d) eta) for l_2 (elementwise, broadcast)."""
+    arr = _as_finite(eps, "eps")
+    _check_broadcast(arr, "eps", np.broadcast_shapes(shape, np.shape(d), np.shape(eta)))
+    eps_b, d_b, eta_b = np.broadcast_arrays(arr, d, eta)
     negative = eps_b < 0
     if np.any(negative):
         raise ValueError(f"eps must be >= 0, got {_first_bad(eps_b, negative)}")
@@ -310,7 +315,7 @@ class Mixture:
     # -- helpers -------------------------------------------------------------------------------
 
     def _margin_mean(self, eps=None, norm: str = "linf") -> np.ndarray:
-        """d eta, or d eta - eps ||1||_* under attack (FRL Eq. 17): the class means of |1.x|."""
+        """|E[1.x | y]| = d eta, or d eta - eps ||1||_* after the worst attack (FRL Eq. 17)."""
         m = self.d * self.eta
         if eps is None:
             return np.asarray(m, dtype=np.float64)
@@ -322,11 +327,13 @@ class Mixture:
 
     def _validated_eps(self, eps, norm) -> tuple[np.ndarray, str]:
         norm = _check_norm(norm)
-        return _check_eps(eps, np.asarray(self.d), np.asarray(self.eta), norm), norm
+        eps = _check_eps(eps, np.asarray(self.d), np.asarray(self.eta), norm, self.shape)
+        return eps, norm
 
     def _class_arguments(self, b, eps=None, norm="linf"):
         """Standard normal quantiles z_-1, z_+1 with R(f, y) = Phi(z_y)."""
         b = _as_finite(b, "b")
+        _check_broadcast(b, "b", np.broadcast_shapes(self.shape, np.shape(eps)))
         m = self._margin_mean(eps, norm)
         s = self._scale()
         return (b - m) / s, (-b - m) / (self.K * s)

@@ -555,6 +555,12 @@ def test_incompatible_shapes_raise():
         Mixture(2, np.ones(3), np.ones(4), 2.0)
     with pytest.raises(ValueError, match="eps"):
         Mixture(2, np.ones(3), 1.0, 2.0).robust_intercept(np.full(4, 0.1))
+    with pytest.raises(ValueError, match="eps"):  # eps must also fit sigma's and K's shape
+        Mixture(2, 1.0, np.ones(3), 2.0).robust_intercept(np.full(4, 0.1))
+    with pytest.raises(ValueError, match=r"\bb\b"):
+        Mixture(2, 1.0, 1.0, np.full(3, 2.0)).standard_errors(np.zeros(4))
+    with pytest.raises(ValueError, match=r"\bb\b"):
+        Mixture(2, 1.0, 1.0, 2.0).robust_errors(np.zeros(4), np.full(3, 0.1))
 
 
 @pytest.mark.parametrize(
