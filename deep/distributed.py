@@ -1,0 +1,241 @@
+"""torch.distributed helpers for :mod:`deep.train` (one process per device, launched by torchrun).
+
+A run is distributed when the environment holds ``WORLD_SIZE > 1`` (torchrun sets ``WORLD_SIZE``,
+``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``). The backend is NCCL on CUDA and
+gloo on the CPU. Every helper is a no-op (or the identity) in a single process, so the training
+loop calls them unconditionally.
+
+What is reduced across ranks, so that every rank takes the same decisions:
+
+* FAAL's class statistics ``[sums; counts]`` (:func:`make_reduce_fn`, passed to
+  ``deep.weighting.class_mean_statistic``) before the DRO weights are solved;
+* the AWP weight perturbation (averaged, :func:`all_reduce_mean_`), so the perturbation and its
+  exact removal are identical on every rank;
+* class-wise evaluation counts (:func:`evaluate_across_ranks`), so FRL's validation errors, the best
+  checkpoint and ``final.json`` are the same on every rank;
+* the stop request of Ctrl-C (:func:`any_rank`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "DistContext",
+    "init_distributed",
+    "shutdown",
+    "make_reduce_fn",
+    "all_reduce_sum_",
+    "all_reduce_mean_",
+    "any_rank",
+    "broadcast_object",
+    "all_gather_object",
+    "barrier",
+    "shard_per_class",
+    "evaluate_across_ranks",
+]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits: ``rank`` of ``world_size``, its ``device``, the backend in use."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    backend: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when more than one process takes part (a process group is initialised)."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes files and prints."""
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Initialise torch.distributed from torchrun's environment (or a single-process context).
+
+    ``device``: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N". Under torchrun on
+    CUDA each process takes ``cuda:LOCAL_RANK``; on the CPU the gloo backend is used.
+    """
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available")
+    if world_size <= 1:
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        return DistContext(device=dev)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return DistContext(rank, world_size, local_rank, dev, backend)
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Destroy the process group (if this context initialised one)."""
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum_(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place (asynchronous on the device stream; no host sync)."""
+    if ctx.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean_(tensors: Sequence[torch.Tensor], ctx: DistContext) -> None:
+    """Average each tensor of ``tensors`` over ranks, in place (one flat all-reduce)."""
+    if not ctx.enabled or not tensors:
+        return
+    flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= ctx.world_size
+    offset = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[offset : offset + n].view_as(t))
+        offset += n
+
+
+def make_reduce_fn(ctx: DistContext) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``reduce_fn`` of ``deep.weighting.class_mean_statistic``: sum ``[sums; counts]`` over ranks.
+
+    None in a single process (nothing to reduce).
+    """
+    if not ctx.enabled:
+        return None
+
+    def reduce_fn(stacked: torch.Tensor) -> torch.Tensor:
+        out = stacked.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    return reduce_fn
+
+
+def any_rank(flag: bool, ctx: DistContext) -> bool:
+    """True on every rank when ``flag`` is True on some rank (one small all-reduce; a host sync)."""
+    if not ctx.enabled:
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def broadcast_object(obj, ctx: DistContext, src: int = 0):
+    """``obj`` of rank ``src`` on every rank (pickled)."""
+    if not ctx.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_object(obj, ctx: DistContext) -> list:
+    """The list ``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
+    if not ctx.enabled:
+        return [obj]
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait for every rank."""
+    if ctx.enabled:
+        dist.barrier()
+
+
+def shard_per_class(split, num_classes: int, ctx: DistContext):
+    """This rank's share of ``split``: every ``world_size``-th sample *of each class*.
+
+    Returns None when some class has fewer samples than ranks (then one rank must evaluate alone),
+    and ``split`` itself in a single process. Shards are disjoint and cover the split.
+    """
+    if not ctx.enabled:
+        return split
+    y = split.y
+    counts = torch.bincount(y, minlength=num_classes)
+    if bool((counts < ctx.world_size).any()):
+        return None
+    picks = []
+    for c in range(num_classes):
+        idx = torch.nonzero(y == c, as_tuple=False).flatten()
+        picks.append(idx[ctx.rank :: ctx.world_size])
+    order = torch.sort(torch.cat(picks)).values
+    return type(split)(x=split.x[order], y=y[order])
+
+
+def _merge_classwise(entries: Sequence[dict], num_classes: int) -> dict:
+    """One class-wise result from per-rank ones, through the evaluator's own ``classwise_accuracy``.
+
+    Each entry holds ``per_class`` accuracies and ``counts``; the exact integer hits per class
+    (``round(acc * count)``) are summed over ranks and turned into accuracies by the one function
+    that defines them.
+    """
+    from deep.evaluate import classwise_accuracy
+
+    hits = [0] * num_classes
+    counts = [0] * num_classes
+    for entry in entries:
+        for c in range(num_classes):
+            n = int(entry["counts"][c])
+            acc = entry["per_class"][c]
+            counts[c] += n
+            hits[c] += 0 if (n == 0 or acc is None) else int(round(float(acc) * n))
+    y = torch.cat([torch.full((n,), c, dtype=torch.long) for c, n in enumerate(counts)])
+    correct = (
+        torch.cat([torch.arange(n) < h for h, n in zip(hits, counts)])
+        if counts
+        else torch.zeros(0, dtype=torch.bool)
+    )
+    return classwise_accuracy(correct, y, num_classes)
+
+
+def evaluate_across_ranks(evaluate_fn: Callable, split, num_classes: int, ctx: DistContext) -> dict:
+    """Run ``evaluate_fn(split) -> {attack: class-wise dict}`` sharded over ranks, same on all.
+
+    With one process this is ``evaluate_fn(split)``. Otherwise each rank evaluates its per-class
+    shard and the class-wise counts are summed; if some class is too small to shard, rank 0
+    evaluates the whole split and broadcasts its result.
+    """
+    if not ctx.enabled:
+        return evaluate_fn(split)
+    shard = shard_per_class(split, num_classes, ctx)
+    if shard is None:
+        result = evaluate_fn(split) if ctx.is_main else None
+        return broadcast_object(result, ctx)
+    local = evaluate_fn(shard)
+    gathered = all_gather_object(local, ctx)
+    return {key: _merge_classwise([g[key] for g in gathered], num_classes) for key in local}

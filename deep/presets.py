@@ -1,0 +1,158 @@
+"""Training methods as presets: each method is a combination of four parts (see DESIGN.md).
+
+    attack (none | PGD-CE | TRADES-KL)  ->  x_adv
+    objective (ce | at | trades | mart) ->  per-sample loss l_i   (deep.objectives)
+    weighting (uniform | faal | frl-* | baseline)  -> class weights w_c (and FRL's class eps_c)
+    update (SGD, optionally through AWP)
+
+Adding a method means adding one :class:`Preset` to :data:`PRESETS`; the training loop in
+:mod:`deep.train` serves all of them.
+
+References for the parts:
+
+* PGD-AT (Madry et al. 2018): PGD on cross-entropy, CE on the adversarial example.
+* TRADES (Zhang et al. 2019): KL attack, CE(clean) + beta KL(p_clean || p_adv), beta = 6.
+* MART (Wang et al. 2020): KL attack (as the FAAL reference code runs it), beta = 6.
+* AWP (Wu et al. 2020): adversarial weight perturbation, gamma = 5e-3 (SPEC §3).
+* FAAL (CVPR 2024, supp. Algorithm 1): class weights from the KL-constrained DRO problem (Eq. 1-2)
+  on the class means of the softmax margin, loss (C/B) sum_i w_{y_i} l_i (line 14).
+* FRL (Xu et al. 2021, Algorithm 1, Eq. 9-11): Reweight ("rw"), Remargin ("rm") and both ("rwrm"),
+  driven by class-wise validation errors once per epoch; TRADES-style loss, beta = 1.5 (SPEC §4).
+* Baseline Reweight (FRL §5.1, after Agarwal et al. 2018): upweight the class with the highest
+  validation robust error; PGD-AT loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = ["ATTACKS", "WEIGHTINGS", "Preset", "PRESETS", "METHOD_NAMES", "get_preset"]
+
+#: Training attacks: "none" (natural training), "pgd" (PGD on cross-entropy, uniform random
+#: start) and "trades" (ascent on KL(p_clean || p_adv) from x + 0.001 N(0, 1)) (SPEC §3).
+ATTACKS = ("none", "pgd", "trades")
+
+#: Class weightings of :mod:`deep.weighting`.
+WEIGHTINGS = ("uniform", "faal", "frl", "baseline")
+
+_OBJECTIVES = ("ce", "at", "trades", "mart")
+_FRL_MODES = ("rw", "rm", "rwrm")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One training method: which attack, objective, weighting and update it combines.
+
+    Attributes:
+        name: the method's CLI name.
+        attack: one of :data:`ATTACKS`.
+        objective: one of ``deep.objectives.OBJECTIVES``.
+        weighting: one of :data:`WEIGHTINGS`.
+        awp: whether the update goes through adversarial weight perturbation.
+        beta: weight of the KL term (TRADES, MART, FRL); unused by "ce" and "at".
+        frl_mode: FRL variant ("rw", "rm" or "rwrm") when ``weighting == "frl"``, else None.
+        description: one line for ``--help`` and the README.
+    """
+
+    name: str
+    attack: str
+    objective: str
+    weighting: str
+    awp: bool = False
+    beta: float = 6.0
+    frl_mode: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.attack not in ATTACKS:
+            raise ValueError(f"attack must be one of {ATTACKS}, got {self.attack!r}")
+        if self.objective not in _OBJECTIVES:
+            raise ValueError(f"objective must be one of {_OBJECTIVES}, got {self.objective!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if (self.weighting == "frl") != (self.frl_mode is not None):
+            raise ValueError("frl_mode is set exactly when weighting == 'frl'")
+        if self.frl_mode is not None and self.frl_mode not in _FRL_MODES:
+            raise ValueError(f"frl_mode must be one of {_FRL_MODES}, got {self.frl_mode!r}")
+        if (self.attack == "none") != (self.objective == "ce"):
+            raise ValueError("natural training ('ce') is exactly the preset without an attack")
+        if self.weighting == "frl" and self.objective != "trades":
+            raise ValueError(
+                "FRL weights the two TRADES terms separately: objective must be 'trades'"
+            )
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+    @property
+    def needs_clean_logits(self) -> bool:
+        """Whether the objective needs the clean batch's logits (TRADES, MART; "ce" only them)."""
+        return self.objective in ("ce", "trades", "mart")
+
+    @property
+    def needs_adv_logits(self) -> bool:
+        """Whether the objective needs the adversarial batch's logits (all but natural training)."""
+        return self.objective != "ce"
+
+    @property
+    def needs_validation(self) -> bool:
+        """FRL and Baseline Reweight update their state from class-wise validation errors."""
+        return self.weighting in ("frl", "baseline")
+
+    @property
+    def per_class_eps(self) -> bool:
+        """FRL Remargin trains with a per-class attack budget eps_{y_i} (FRL Eq. 11)."""
+        return self.frl_mode in ("rm", "rwrm")
+
+    def to_dict(self) -> dict:
+        """JSON-able description (stored in config.json)."""
+        return asdict(self)
+
+
+def _presets() -> dict[str, Preset]:
+    p = [
+        Preset("natural", "none", "ce", "uniform", description="natural training on clean inputs"),
+        Preset("pgd-at", "pgd", "at", "uniform", description="PGD adversarial training (Madry)"),
+        Preset("trades", "trades", "trades", "uniform", description="TRADES, beta 6"),
+        Preset("mart", "trades", "mart", "uniform", description="MART, beta 6"),
+        Preset("at-awp", "pgd", "at", "uniform", awp=True, description="PGD-AT with AWP"),
+        Preset("trades-awp", "trades", "trades", "uniform", awp=True, description="TRADES + AWP"),
+        Preset("faal-at", "pgd", "at", "faal", description="FAAL on PGD-AT (supp. Alg. 1)"),
+        Preset("faal-trades", "trades", "trades", "faal", description="FAAL on TRADES"),
+        Preset("faal-mart", "trades", "mart", "faal", description="FAAL on MART"),
+        Preset("faal-at-awp", "pgd", "at", "faal", awp=True, description="FAAL on PGD-AT + AWP"),
+        Preset(
+            "faal-trades-awp", "trades", "trades", "faal", awp=True, description="FAAL, TRADES, AWP"
+        ),
+        Preset(
+            "frl-rw", "trades", "trades", "frl", beta=1.5, frl_mode="rw",
+            description="FRL Reweight (Alg. 1)",
+        ),
+        Preset(
+            "frl-rm", "trades", "trades", "frl", beta=1.5, frl_mode="rm",
+            description="FRL Remargin (Eq. 11)",
+        ),
+        Preset(
+            "frl-rwrm", "trades", "trades", "frl", beta=1.5, frl_mode="rwrm",
+            description="FRL Reweight + Remargin",
+        ),
+        Preset(
+            "baseline-reweight", "pgd", "at", "baseline",
+            description="upweight the class with the highest validation robust error (FRL §5.1)",
+        ),
+    ]  # fmt: skip
+    return {preset.name: preset for preset in p}
+
+
+#: Every training method by name.
+PRESETS: dict[str, Preset] = _presets()
+
+#: The method names, in the order of :data:`PRESETS` (the CLI's choices).
+METHOD_NAMES: tuple[str, ...] = tuple(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; ValueError listing the choices otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"method must be one of {', '.join(METHOD_NAMES)}; got {name!r}") from None
