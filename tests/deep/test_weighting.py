@@ -331,3 +331,21 @@ def test_build_weighting():
     assert build_weighting("uniform", 10).class_eps(torch.tensor([0])) is None
     with pytest.raises(ValueError, match="weighting"):
         build_weighting("other", 10)
+
+
+def test_faal_batch_path_reads_nothing_back_to_host(monkeypatch, margins_batch):
+    """No .item(), .tolist(), bool() or float() of a tensor inside batch_weights (no host sync)."""
+    m, y = margins_batch
+    faal = FAALWeighting(0.3, count_weighted=False, num_classes=5)
+    frl = FRLWeighting(5, base_eps=0.1)
+
+    def forbidden(*_args, **_kwargs):
+        raise AssertionError("host read-back")
+
+    for attr in ("item", "tolist", "__bool__", "__float__", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, attr, forbidden)
+    w = faal.batch_weights(m, y, 0)
+    w = faal.batch_weights(m, y, 0)
+    eps = frl.class_eps(y)
+    monkeypatch.undo()
+    assert w.shape == (5,) and eps.shape == (10,)
