@@ -714,4 +714,9 @@ def tau_for_coverage(coverage, n, C):  # noqa: N803
     coverage = float(coverage)
     if not (0.0 < coverage < 1.0):
         raise ValueError(f"coverage must be in the open interval (0, 1), got {coverage!r}")
-    return (C * math.log1p(n) - math.log1p(-coverage)) / n
+    tau = (C * math.log1p(n) - math.log1p(-coverage)) / n
+    for _ in range(64):  # absorb rounding: the returned tau really attains the coverage
+        if coverage_lower_bound(n, C, tau) >= coverage:
+            break
+        tau = math.nextafter(tau, math.inf)
+    return tau
