@@ -1,0 +1,433 @@
+"""deep.train: the training step of every preset, FAAL/FRL weights against independent
+computations, exact resume (end-of-epoch and mid-epoch), Ctrl-C, config conflicts, bad input,
+final.json, and a 2-process torchrun run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deep import distributed as dd
+from deep import train as T
+from deep.attacks import pgd_attack
+from deep.checkpoint import load_checkpoint, model_from_checkpoint, save_atomic
+from deep.data import BatchLoader, load_dataset, stratified_subset
+from deep.models import build_model
+from deep.presets import METHOD_NAMES
+from theory.dro import solve_kl_dro
+
+REPO = Path(__file__).resolve().parents[2]
+# A tiny run: 10 digits per class (100 images), batch 16 -> 6 steps per epoch.
+TINY = ["--train-per-class", "10", "--batch-size", "16", "--quiet", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def make_trainer(dataset, *argv):
+    parser = T.build_parser()
+    cfg = T.resolve_config(parser.parse_args(list(argv)), parser)
+    cfg.update(eps=dataset.eps, step_size=dataset.step_size, model="small-cnn", channels_last=False)
+    return T.Trainer(cfg, dataset, dd.DistContext())
+
+
+def first_batch(dataset, batch_size=16, seed=0):
+    loader = BatchLoader(dataset.train, batch_size, shuffle=True, seed=seed)
+    return next(iter(loader))
+
+
+def run(out, *argv, **hooks):
+    return T.main(["--out", str(out), *TINY, *argv], **hooks)
+
+
+def state_of(path):
+    return load_checkpoint(path)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def metric_lines(path):
+    lines = [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+    for line in lines:
+        line.pop("epoch_time_s")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------
+# One step of every preset
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_every_preset_trains_a_step(digits, method):
+    trainer = make_trainer(digits, "--method", method, "--batch-size", "16", "--attack-steps", "2")
+    before = copy.deepcopy(trainer.model.state_dict())
+    x, y = first_batch(digits)
+    trainer.train_step(x, y)
+    after = trainer.model.state_dict()
+    changed = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
+    assert changed, "no weight changed"
+    assert math.isfinite(float(trainer.last_loss))
+    w = trainer.last_weights
+    assert w.shape == (10,) and torch.all(w > 0)
+    assert float(w.sum()) == pytest.approx(1.0, abs=1e-5)
+    if trainer.awp is not None:  # AWP's perturbation is removed after the step (SPEC §3)
+        assert trainer.awp._saved is None
+
+
+def test_uniform_step_is_a_plain_pgd_at_step(digits):
+    """pgd-at through the loop equals a hand-written PGD-AT step with the mean CE loss."""
+    trainer = make_trainer(digits, "--method", "pgd-at", "--attack-steps", "3", "--lr", "0.1")
+    reference = copy.deepcopy(trainer.model)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    gen = torch.Generator().manual_seed(123)
+    trainer.attack_gen.set_state(gen.get_state())
+    x, y = first_batch(digits)
+
+    trainer.train_step(x, y)
+
+    x_adv = pgd_attack(reference, x, y, eps=0.1, step_size=0.025, steps=3, generator=gen)
+    reference.train()
+    loss = F.cross_entropy(reference(x_adv), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert float(trainer.last_loss) == pytest.approx(float(loss.detach()), rel=1e-5)
+    for (name, p), q in zip(trainer.model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _softmax_margin_numpy(logits, y):
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    p_true = p[np.arange(len(y)), y]
+    p[np.arange(len(y)), y] = -np.inf
+    return p.max(axis=1) - p_true
+
+
+@pytest.mark.parametrize("count_weighted", [False, True])
+def test_faal_weights_solve_the_dro_of_the_batch_margins(digits, count_weighted):
+    argv = ["--method", "faal-at", "--attack-steps", "3", "--tau", "0.3"]
+    trainer = make_trainer(digits, *argv, *(["--count-weighted"] if count_weighted else []))
+    reference = copy.deepcopy(trainer.model)
+    gen = torch.Generator().manual_seed(7)
+    trainer.attack_gen.set_state(gen.get_state())
+    x, y = first_batch(digits, batch_size=24, seed=3)
+
+    trainer.train_step(x, y)
+
+    # Independent: the adversarial batch, train-mode logits, margins and class means in numpy.
+    x_adv = pgd_attack(reference, x, y, eps=0.1, step_size=0.025, steps=3, generator=gen)
+    reference.train()
+    logits = reference(x_adv).detach().double()
+    margins = _softmax_margin_numpy(logits.numpy(), y.numpy())
+    labels = y.numpy()
+    stats = np.full(10, -1.0)
+    for c in range(10):
+        members = margins[labels == c]
+        if count_weighted:  # the reference code's sum_c n_c l_c, absent classes 0 (SPEC §2)
+            stats[c] = members.sum()
+        elif len(members):
+            stats[c] = members.mean()
+    expected = solve_kl_dro(stats, 0.3)
+    np.testing.assert_allclose(trainer.last_weights.double().numpy(), expected, atol=2e-5)
+    # The loss is (C/B) sum_i w_{y_i} CE_i with the weights (FAAL Alg. 1 line 14).
+    ce = F.cross_entropy(logits, y, reduction="none").numpy()
+    w = trainer.last_weights.double().numpy()
+    assert float(trainer.last_loss) == pytest.approx(10 / 24 * np.sum(w[labels] * ce), rel=1e-4)
+
+
+def test_faal_start_epoch_and_tau_schedule(digits):
+    trainer = make_trainer(
+        digits, "--method", "faal-at", "--faal-start-epoch", "1", "--tau-schedule", "2:0.05"
+    )
+    assert trainer.weighting.tau_at(0) == 0.0
+    assert trainer.weighting.tau_at(1) == 0.5
+    assert trainer.weighting.tau_at(2) == 0.05
+    x, y = first_batch(digits)
+    trainer.train_step(x, y)  # epoch 0: before the start, uniform weights
+    torch.testing.assert_close(trainer.last_weights, torch.full((10,), 0.1))
+
+
+# ------------------------------------------------------------------------------------------
+# Runs through the CLI
+# ------------------------------------------------------------------------------------------
+COMMON = ["--method", "faal-at-awp", "--epochs", "2", "--final-attacks", "clean,pgd20",
+          "--final-n-per-class", "5", "--attack-steps", "3"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    assert run(out, *COMMON) == 0
+    return out
+
+
+def test_run_directory_and_final_json(reference_run, digits):
+    out = reference_run
+    for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "final.json",
+                 "final.csv", "classwise.png", "class_weights.png", "class_weights.csv"):  # fmt: skip
+        assert (out / name).exists(), name
+    final = json.loads((out / "final.json").read_text())
+    assert {"dataset", "model", "eps", "classes", "results", "frl_errors"} <= set(final)
+    assert final["dataset"] == "digits" and final["model"] == "small-cnn"
+    assert final["classes"] == digits.classes and final["eps"] == pytest.approx(0.1)
+    assert set(final["results"]) == {"clean", "pgd20"}
+    for entry in final["results"].values():
+        assert entry["counts"] == [5] * 10
+        assert entry["average"] == pytest.approx(np.mean(entry["per_class"]))
+        assert entry["worst"] == min(entry["per_class"])
+    lines = metric_lines(out / "metrics.jsonl")
+    assert [ln["epoch"] for ln in lines] == [1, 2]
+    for ln in lines:
+        assert {"lr", "train", "class_weights", "class_eps", "val", "tau"} <= set(ln)
+        assert {"loss", "acc_adv"} <= set(ln["train"])
+        assert {"clean", "pgd20"} == set(ln["val"])
+        assert sum(ln["class_weights"]) == pytest.approx(1.0, abs=1e-5)
+    # best.pt: the epoch with the best worst-class validation robust accuracy, loadable alone.
+    best = load_checkpoint(out / "best.pt")
+    scores = [ln["val"]["pgd20"]["worst"] for ln in lines]
+    assert best["best"]["score"] == max(scores)
+    assert best["best"]["epoch"] == 1 + int(np.argmax(scores))
+    model, _ = model_from_checkpoint(out / "last.pt")
+    assert model.model_config["name"] == "small-cnn"
+    # class_weights.csv holds one row per step, whose mean per epoch is the logged mean.
+    rows = np.loadtxt(out / "class_weights.csv", delimiter=",", skiprows=1)
+    for epoch, ln in enumerate(lines):
+        mean = rows[rows[:, 1] == epoch][:, 2:].mean(axis=0)
+        np.testing.assert_allclose(mean, ln["class_weights"], atol=1e-5)
+
+
+def _interrupt_at(global_step):
+    def hook(trainer):
+        if trainer.global_step == global_step:
+            raise KeyboardInterrupt
+
+    return hook
+
+
+@pytest.mark.parametrize("where", ["mid-epoch", "epoch-end"])
+def test_exact_resume(reference_run, tmp_path, where):
+    out = tmp_path / "run"
+    if where == "mid-epoch":
+        rc = run(out, *COMMON, on_step_end=_interrupt_at(4))
+        assert load_checkpoint(out / "last.pt")["step"] == 4
+    else:
+
+        def stop_after_first_epoch(trainer):
+            raise KeyboardInterrupt
+
+        rc = run(out, *COMMON, on_epoch_end=stop_after_first_epoch)
+        ckpt = load_checkpoint(out / "last.pt")
+        assert (ckpt["epoch"], ckpt["step"]) == (1, 0)
+    assert rc == 130
+    assert T.main(["--resume", str(out), "--quiet"]) == 0
+    assert_same_weights(state_of(out / "last.pt"), state_of(reference_run / "last.pt"))
+    assert metric_lines(out / "metrics.jsonl") == metric_lines(reference_run / "metrics.jsonl")
+    a = json.loads((out / "final.json").read_text())
+    b = json.loads((reference_run / "final.json").read_text())
+    assert a["results"] == b["results"]
+
+
+def test_sigint_saves_and_exits_130(reference_run, tmp_path):
+    """A real Ctrl-C (SIGINT) in a separate process: checkpoint, exit 130, resumable exactly."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "deep.train", "--out", str(out), *TINY, *COMMON,
+           "--save-every", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    deadline = time.time() + 60
+    while not (out / "last.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "--resume" in output
+    assert T.main(["--resume", str(out), "--quiet"]) == 0
+    assert_same_weights(state_of(out / "last.pt"), state_of(reference_run / "last.pt"))
+
+
+def test_resume_with_conflicting_config_is_refused(reference_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(out, *COMMON, on_step_end=_interrupt_at(2)) == 130
+    with pytest.raises(SystemExit) as exc:
+        T.main(["--resume", str(out), "--lr", "0.2", "--tau", "0.1", "--quiet"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "lr: run has 0.05, given 0.2" in err and "tau: run has 0.5, given 0.1" in err
+    # Options that do not change the computation may differ.
+    assert T.main(["--resume", str(out), "--quiet", "--save-every", "3"]) == 0
+
+
+def test_frl_updates_each_epoch_from_validation_errors(tmp_path):
+    """FRL multipliers and per-class eps follow SPEC §4 from the logged validation accuracies."""
+    out = tmp_path / "frl"
+    argv = ["--method", "frl-rwrm", "--epochs", "2", "--final-attacks", "clean",
+            "--final-n-per-class", "2", "--attack-steps", "2", "--frl-alpha2", "2.0"]  # fmt: skip
+    assert run(out, *argv) == 0
+    lines = metric_lines(out / "metrics.jsonl")
+    eps, cap, a1, a2, delta, lim = 0.1, 0.2, 0.05, 2.0, 0.05, 0.5
+    lam0, lam1, lam2 = np.zeros(10), np.zeros(10), np.zeros(10)
+    expected_eps = np.full(10, eps)
+
+    def normalise(lam):
+        lam = np.maximum(lam, 0.0)
+        return lam * (lim / lam.sum()) if lam.sum() > lim else lam
+
+    for ln in lines:
+        np.testing.assert_allclose(ln["class_eps"], expected_eps, rtol=1e-12)
+        clean = np.array(ln["val"]["clean"]["per_class"])
+        robust = np.array(ln["val"]["pgd20"]["per_class"])
+        e, b = 1 - clean, clean - robust
+        g0, g1 = e - e.mean() - delta, b - b.mean() - delta
+        lam0, lam1 = normalise(lam0 + a1 * g0), normalise(lam1 + 2 * a1 * g1)
+        lam2 = lam2 + a2 * g1
+        np.testing.assert_allclose(ln["frl"]["lambda0"], lam0, atol=1e-12)
+        np.testing.assert_allclose(ln["frl"]["lambda1"], lam1, atol=1e-12)
+        np.testing.assert_allclose(ln["frl"]["lambda2"], lam2, atol=1e-12)
+        w0 = 0.1 + lam0 - lam0.sum() / 10
+        np.testing.assert_allclose(ln["frl"]["next_nat_weights"], w0, atol=1e-12)
+        expected_eps = np.minimum(eps * np.clip(np.exp(2 * lam2), 0.98, 3.0), cap)
+        np.testing.assert_allclose(ln["frl"]["next_class_eps"], expected_eps, rtol=1e-12)
+    assert not np.allclose(expected_eps, eps), "the test should exercise a remargin"
+    state = load_checkpoint(out / "last.pt")["trainer"]["weighting"]
+    np.testing.assert_allclose(state["lambda2"], lam2, atol=1e-12)
+    assert state["updates"] == 2
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--method", "fgsm"], "pgd-at"),
+        (["--model", "vgg"], "small-cnn"),
+        (["--dataset", "mnist"], "fashion-mnist"),
+        (["--tau", "-0.1"], "--tau"),
+        (["--eps", "0"], "--eps"),
+        (["--epochs", "0"], "--epochs"),
+        (["--tau-schedule", "0-0.1"], "--tau-schedule"),
+        (["--final-attacks", "pgd7"], "--final-attacks"),
+    ],
+)
+def test_bad_input_exits_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        T.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"name": "preact-resnet18", "num_classes": 10, "in_channels": 1}, "preact-resnet18"),
+        ({"name": "small-cnn", "num_classes": 5, "in_channels": 1}, "5 classes"),
+    ],
+)
+def test_init_from_another_architecture_or_class_count_exits_2(tmp_path, capsys, config, message):
+    model = build_model(config["name"], config["num_classes"], in_channels=1, image_size=8)
+    path = tmp_path / "other.pt"
+    save_atomic({"model_config": model.model_config, "model": model.state_dict()}, path)
+    with pytest.raises(SystemExit) as exc:
+        T.main(["--init", str(path), "--model", "small-cnn", "--out", str(tmp_path / "r")])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_fine_tuning_starts_from_init(reference_run, tmp_path):
+    out = tmp_path / "ft"
+    argv = ["--init", str(reference_run / "last.pt"), "--method", "faal-at", "--epochs", "1",
+            "--lr", "0.01", "--schedule", "multistep", "--milestones", "1", "--tau", "0.5",
+            "--final-attacks", "clean", "--final-n-per-class", "2"]  # fmt: skip
+
+    captured = {}
+
+    def grab(trainer):
+        if trainer.global_step == 1:
+            captured["lr"] = trainer.optimizer.param_groups[0]["lr"]
+
+    assert run(out, *argv, on_step_end=grab) == 0
+    assert captured["lr"] == 0.01
+    init = state_of(reference_run / "last.pt")
+    tuned = state_of(out / "last.pt")
+    fresh_model = build_model("small-cnn", 10, in_channels=1, image_size=8)
+    fresh = fresh_model.state_dict()
+    params = [name for name, _ in fresh_model.named_parameters()]
+
+    def distance(a, b):
+        return sum(float((a[k] - b[k]).norm()) for k in params)
+
+    # Moved by the fine-tuning, but stayed near the initial weights (not a fresh initialisation).
+    assert 0 < distance(tuned, init) < 0.5 * distance(fresh, init)
+
+
+# ------------------------------------------------------------------------------------------
+# torchrun: 2 CPU processes (gloo)
+# ------------------------------------------------------------------------------------------
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={_free_port()}", "-m", "deep.train", "--method", "faal-at",
+           "--epochs", "1", "--out", str(out), *TINY, "--attack-steps", "2", "--debug",
+           "--final-attacks", "clean,pgd20"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("config.json", "metrics.jsonl", "last.pt", "final.json"):
+        assert (out / name).exists(), name
+    (line,) = metric_lines(out / "metrics.jsonl")
+    hashes = line["debug_hashes"]
+    assert len(hashes) == 2
+    assert hashes[0]["class_weights"] == hashes[1]["class_weights"]  # same FAAL weights per step
+    assert hashes[0]["model"] == hashes[1]["model"]  # replicas stay identical
+    # Both ranks' samples were seen: 100 images, 2 ranks x 3 batches of 16.
+    assert line["train"]["samples"] == 96
+    assert line["epoch"] == 1 and proc.stdout.count("epoch 1/1") == 1  # only rank 0 prints
+    final = json.loads((out / "final.json").read_text())
+    assert final["results"]["clean"]["counts"] == [50] * 10  # the full test set, sharded
+
+
+def test_shard_per_class_covers_the_split(digits):
+    split = stratified_subset(digits.test, 7, seed=0)
+    parts = [dd.shard_per_class(split, 10, dd.DistContext(rank=r, world_size=3)) for r in range(3)]
+    seen = torch.cat([p.y for p in parts])
+    assert len(seen) == len(split)
+    assert torch.equal(torch.bincount(seen, minlength=10), torch.bincount(split.y, minlength=10))
+    assert dd.shard_per_class(split, 10, dd.DistContext(rank=0, world_size=8)) is None
+
+
+def test_merge_classwise_equals_the_whole(digits):
+    from deep.evaluate import classwise_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (60,), generator=g)
+    correct = torch.rand(60, generator=g) < 0.6
+    whole = classwise_accuracy(correct, y, 4)
+    parts = [classwise_accuracy(correct[i::2], y[i::2], 4, allow_empty=True) for i in range(2)]
+    merged = dd._merge_classwise(parts, 4)
+    assert merged == whole
