@@ -182,8 +182,9 @@ def reference_run(tmp_path_factory):
 
 def test_run_directory_and_final_json(reference_run, digits):
     out = reference_run
-    for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "final.json",
-                 "final.csv", "classwise.png", "class_weights.png", "class_weights.csv"):  # fmt: skip
+    names = ["config.json", "metrics.jsonl", "last.pt", "best.pt", "final.json", "final.csv",
+             "classwise.png", "class_weights.png", "class_weights.csv"]  # fmt: skip
+    for name in names:
         assert (out / name).exists(), name
     final = json.loads((out / "final.json").read_text())
     assert {"dataset", "model", "eps", "classes", "results", "frl_errors"} <= set(final)
