@@ -1,0 +1,696 @@
+"""Class-wise robustness evaluation: clean, PGD-20, CW-20 and AutoAttack; FRL errors; CIFAR-10-C.
+
+The protocol is the one FAAL and FRL report (SPEC §3-4): the model in eval mode, fp32, the full test
+set (or a stratified subset), l_inf budget ``eps`` (CIFAR: 8/255), step ``step_size`` (2/255):
+
+* ``clean``  — accuracy on unperturbed inputs (under ``torch.no_grad``);
+* ``pgd20``  — PGD, 20 steps on cross-entropy, uniform random start;
+* ``cw20``   — PGD, 20 steps on the logit margin ``max_{j != y} z_j - z_y`` (CW-inf), random start;
+* ``aa``     — AutoAttack "standard" (APGD-CE, APGD-T, FAB-T, Square), seeded; a sample counts as
+  robust when AutoAttack's final prediction equals its label (AutoAttack attacks only the points
+  the model classifies correctly, so a misclassified clean point is never robust).
+
+Per-sample correctness flags stay on the device until one transfer at the end;
+:func:`deep.metrics.classwise_accuracy` — the only code that turns predictions into class-wise
+numbers — reduces them to per-class accuracies ("average" = mean over classes, "worst" = minimum),
+and :func:`deep.metrics.frl_errors` to FRL's standard / boundary / robust errors.
+
+``python -m deep.evaluate --checkpoint ckpt.pt --dataset cifar10`` writes ``final.json``,
+``final.csv`` and ``classwise.png`` into a run directory (see :func:`build_final_json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from deep.attacks import pgd_attack
+from deep.checkpoint import CheckpointError, model_from_checkpoint
+from deep.data import (
+    CIFAR10C_CORRUPTIONS,
+    CIFAR10C_EXTRA_CORRUPTIONS,
+    CIFAR10C_SEVERITIES,
+    DATASET_NAMES,
+    BatchLoader,
+    DatasetError,
+    ImageSplit,
+    load_cifar10c,
+    load_dataset,
+    stratified_subset,
+)
+from deep.metrics import classwise_accuracy, frl_errors, summarise_per_class
+from deep.models import CheckpointMismatchError
+from deep.plots import RESULT_LABELS, plot_classwise
+
+__all__ = [
+    "ATTACK_NAMES",
+    "RESULT_KEYS",
+    "CIFAR10C_SEVERITIES",
+    "classwise_accuracy",
+    "frl_errors",
+    "summarise_per_class",
+    "evaluate_model",
+    "evaluate_cifar10c",
+    "build_final_json",
+    "write_final_json",
+    "format_table",
+    "plot_classwise",
+    "main",
+]
+
+ATTACK_NAMES = ("clean", "pgd20", "cw20", "aa")
+# CLI attack name -> key under final.json "results" (also the order results are listed in).
+RESULT_KEYS = {"clean": "clean", "pgd20": "pgd20", "cw20": "cw20", "aa": "autoattack"}
+ATTACK_STEPS = 20
+# Seed offsets so each attack's random start is independent of which other attacks run.
+_SEED_OFFSETS = {"pgd20": 1, "cw20": 2, "aa": 3}
+_ALL_CORRUPTIONS = CIFAR10C_CORRUPTIONS + CIFAR10C_EXTRA_CORRUPTIONS
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+def _normalise_attacks(attacks: Iterable[str]) -> list[str]:
+    """Validate attack names (CLI names or result keys) -> CLI names in canonical order."""
+    if isinstance(attacks, str):
+        attacks = [attacks]
+    by_key = {v: k for k, v in RESULT_KEYS.items()}
+    chosen = set()
+    for name in attacks:
+        name = by_key.get(name, name)
+        if name not in ATTACK_NAMES:
+            raise ValueError(
+                f"attacks: unknown attack {name!r}; choose from {', '.join(ATTACK_NAMES)}"
+            )
+        chosen.add(name)
+    if not chosen:
+        raise ValueError(f"attacks must name at least one of {', '.join(ATTACK_NAMES)}")
+    return [a for a in ATTACK_NAMES if a in chosen]
+
+
+def _check_budget(eps: float, step_size: float) -> tuple[float, float]:
+    eps, step_size = float(eps), float(step_size)
+    if not (0.0 <= eps <= 1.0):
+        raise ValueError(f"eps must be in [0, 1] (pixel scale), got {eps}")
+    if not (0.0 < step_size <= 1.0):
+        raise ValueError(f"step_size must be in (0, 1] (pixel scale), got {step_size}")
+    return eps, step_size
+
+
+def _make_generator(device: torch.device, seed: int) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def _flags_over(
+    loader: BatchLoader,
+    flags_of_batch: Callable[[Tensor, Tensor], Tensor],
+    *,
+    desc: str,
+    progress: bool,
+) -> tuple[Tensor, Tensor]:
+    """Run ``flags_of_batch(x, y) -> bool (B,)`` over the loader; concatenate on the device."""
+    flags, labels = [], []
+    for x, y in tqdm(loader, desc=desc, total=len(loader), disable=not progress, leave=False):
+        flags.append(flags_of_batch(x, y))
+        labels.append(y)
+    return torch.cat(flags), torch.cat(labels)
+
+
+def _predict_correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    with torch.no_grad():
+        return model(x).argmax(dim=1) == y
+
+
+class _AutoAttackFlags:
+    """Per-sample robust flags of AutoAttack "standard" (robust = final prediction == label)."""
+
+    def __init__(self, model: nn.Module, *, num_classes: int, eps: float, device, seed: int):
+        from pyautoattack import AutoAttack  # heavy import, only when AutoAttack runs
+
+        self.attack = AutoAttack(
+            model, norm="Linf", eps=eps, version="standard", device=device, seed=int(seed)
+        )
+        self.attack.verbose = False
+        # "standard" targets the 9 most likely other classes; with fewer classes, all of them.
+        targets = min(9, num_classes - 1)
+        self.attack.apgd_targeted.n_target_classes = targets
+        self.attack.fab.n_target_classes = targets
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        _, y_adv = self.attack.run_standard_evaluation(x, y, batch_size=x.shape[0])
+        return y_adv.to(y.device) == y
+
+
+def evaluate_model(
+    model: nn.Module,
+    split: ImageSplit,
+    *,
+    num_classes: int,
+    attacks: Sequence[str] = ("clean", "pgd20"),
+    eps: float,
+    step_size: float,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Class-wise accuracy of ``model`` on ``split`` under each attack.
+
+    Args:
+        model: classifier taking inputs in [0, 1] (normalisation inside) and returning logits.
+            It is moved to ``device`` in fp32 and put in eval mode; its mode is restored after.
+        split: the images (uint8) and labels to evaluate.
+        num_classes: C; every class must occur in ``split``.
+        attacks: names from :data:`ATTACK_NAMES` (``"clean"``, ``"pgd20"``, ``"cw20"``, ``"aa"``).
+        eps, step_size: l_inf budget and PGD/CW step on the [0, 1] pixel scale.
+        batch_size: images per forward/attack batch.
+        device: where to run.
+        seed: seeds the random starts (each attack its own stream, so a result does not depend
+            on which other attacks run) and AutoAttack; the caller's global RNG state is kept.
+        progress: tqdm bars over batches.
+
+    Returns:
+        ``{result_key: classwise_accuracy(...)}`` in the order clean, pgd20, cw20, autoattack,
+        result keys as in :data:`RESULT_KEYS` (``"aa"`` -> ``"autoattack"``).
+    """
+    names = _normalise_attacks(attacks)
+    eps, step_size = _check_budget(eps, step_size)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if len(split) == 0:
+        raise ValueError("split holds no samples")
+    device = torch.device(device)
+
+    was_training = model.training
+    model = model.to(device=device, dtype=torch.float32).eval()
+    loader = BatchLoader(split, batch_size, device=device, shuffle=False)
+    results: dict[str, dict] = {}
+    try:
+        # Attack libraries reseed the global RNG; keep the caller's streams untouched.
+        fork_devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices):
+            for name in names:
+                if name == "clean":
+
+                    def flags_of(x, y):
+                        return _predict_correct(model, x, y)
+
+                elif name in ("pgd20", "cw20"):
+                    gen = _make_generator(device, seed * 1000 + _SEED_OFFSETS[name])
+                    loss = "ce" if name == "pgd20" else "cw"
+
+                    def flags_of(x, y, gen=gen, loss=loss):
+                        x_adv = pgd_attack(
+                            model,
+                            x,
+                            y,
+                            eps=eps,
+                            step_size=step_size,
+                            steps=ATTACK_STEPS,
+                            loss=loss,
+                            random_start=True,
+                            generator=gen,
+                        )
+                        return _predict_correct(model, x_adv, y)
+
+                else:
+                    flags_of = _AutoAttackFlags(
+                        model, num_classes=num_classes, eps=eps, device=device, seed=seed
+                    )
+                correct, labels = _flags_over(
+                    loader, flags_of, desc=RESULT_LABELS[RESULT_KEYS[name]], progress=progress
+                )
+                results[RESULT_KEYS[name]] = classwise_accuracy(correct, labels, num_classes)
+    finally:
+        model.train(was_training)
+    return results
+
+
+def evaluate_cifar10c(
+    model: nn.Module,
+    data_dir: str | os.PathLike,
+    *,
+    num_classes: int = 10,
+    corruptions: Sequence[str] = CIFAR10C_CORRUPTIONS,
+    severities: Sequence[int] = CIFAR10C_SEVERITIES,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    n_per_class: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Clean class-wise accuracy under each CIFAR-10-C corruption and severity.
+
+    Returns ``{corruption: {str(severity): {"per_class", "average", "worst", "counts"}}}``.
+    With ``n_per_class`` every corrupted split is reduced by the same stratified subset (the
+    CIFAR-10-C labels are the test labels for every corruption, so the same images are kept).
+    """
+    unknown = [c for c in corruptions if c not in _ALL_CORRUPTIONS]
+    if unknown:
+        raise ValueError(
+            f"corruptions: unknown {unknown}; choose from {', '.join(_ALL_CORRUPTIONS)}"
+        )
+    bad = [s for s in severities if s not in CIFAR10C_SEVERITIES]
+    if bad:
+        raise ValueError(f"severities must be in {list(CIFAR10C_SEVERITIES)}, got {bad}")
+    out: dict[str, dict] = {}
+    for corruption in corruptions:
+        out[corruption] = {}
+        for severity in severities:
+            split = load_cifar10c(data_dir, corruption, int(severity))
+            if n_per_class is not None:
+                split = stratified_subset(split, n_per_class, seed=seed)
+            result = evaluate_model(
+                model,
+                split,
+                num_classes=num_classes,
+                attacks=("clean",),
+                eps=0.0,
+                step_size=1.0,
+                batch_size=batch_size,
+                device=device,
+                seed=seed,
+                progress=progress,
+            )
+            out[corruption][str(int(severity))] = result["clean"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# final.json / final.csv
+# --------------------------------------------------------------------------------------------
+def _check_entry(entry: Mapping, where: str, num_classes: int) -> None:
+    if not isinstance(entry, Mapping) or not {"per_class", "average", "worst"} <= set(entry):
+        raise ValueError(f"{where} must be a dict with keys per_class, average, worst")
+    if len(entry["per_class"]) != num_classes:
+        raise ValueError(
+            f"{where}['per_class'] has {len(entry['per_class'])} entries, expected {num_classes}"
+        )
+
+
+def build_final_json(
+    *,
+    dataset: str,
+    model: str,
+    eps: float,
+    classes: Sequence[str],
+    results: Mapping[str, Mapping],
+    step_size: float | None = None,
+    cifar10c: Mapping | None = None,
+    **extra,
+) -> dict:
+    """The ``final.json`` dict (stable keys; accuracies in [0, 1]).
+
+    ``{"dataset", "model", "eps", "classes": [names], "results": {"clean": {...}, "pgd20": {...},
+    "cw20": {...}, "autoattack": {...}}, "frl_errors": {...}}`` where each result is
+    ``{"per_class", "average" (mean over classes), "worst" (min over classes), "counts"}``; only
+    the attacks that ran appear; ``"frl_errors"`` (see :func:`frl_errors`) appears when both
+    ``clean`` and ``pgd20`` ran; ``"cifar10c"`` when given; ``step_size`` and any ``extra``
+    keyword (e.g. ``seed``, ``n_per_class``, ``checkpoint``, ``split``) are added as top-level keys.
+    """
+    classes = [str(c) for c in classes]
+    known = list(RESULT_KEYS.values())
+    unknown = [k for k in results if k not in known]
+    if unknown:
+        raise ValueError(f"results: unknown keys {unknown}; allowed {', '.join(known)}")
+    for key, entry in results.items():
+        _check_entry(entry, f"results[{key!r}]", len(classes))
+    final: dict = {
+        "dataset": str(dataset),
+        "model": str(model),
+        "eps": float(eps),
+    }
+    if step_size is not None:
+        final["step_size"] = float(step_size)
+    final["classes"] = classes
+    final["results"] = {k: dict(results[k]) for k in known if k in results}
+    if "clean" in results and "pgd20" in results:
+        final["frl_errors"] = frl_errors(results)
+    if cifar10c is not None:
+        for corruption, by_severity in cifar10c.items():
+            for severity, entry in by_severity.items():
+                _check_entry(entry, f"cifar10c[{corruption!r}][{severity!r}]", len(classes))
+        final["cifar10c"] = {
+            str(c): {str(s): dict(e) for s, e in by_sev.items()} for c, by_sev in cifar10c.items()
+        }
+    final.update(extra)
+    return final
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def final_csv_text(final: Mapping) -> str:
+    """``final.csv``: one row per (result, class): ``result,kind,class_index,class,value,count``.
+
+    ``result`` is a results key (``clean``, ``pgd20``, ...), ``frl_<standard|boundary|robust>``
+    (kind ``error``) or ``cifar10c/<corruption>/<severity>``; ``value`` is in [0, 1].
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["result", "kind", "class_index", "class", "value", "count"])
+    classes = final["classes"]
+
+    def rows(result: str, kind: str, entry: Mapping) -> None:
+        counts = entry.get("counts") or [""] * len(classes)
+        for c, (name, value, count) in enumerate(zip(classes, entry["per_class"], counts)):
+            writer.writerow([result, kind, c, name, "" if value is None else repr(value), count])
+
+    for key, entry in final["results"].items():
+        rows(key, "accuracy", entry)
+    for key, entry in final.get("frl_errors", {}).items():
+        rows(f"frl_{key}", "error", entry)
+    for corruption, by_severity in final.get("cifar10c", {}).items():
+        for severity, entry in by_severity.items():
+            rows(f"cifar10c/{corruption}/{severity}", "accuracy", entry)
+    return buf.getvalue()
+
+
+def write_final_json(out_dir: str | os.PathLike, final: Mapping | None = None, /, **fields) -> Path:
+    """Write ``final.json`` and ``final.csv`` into ``out_dir`` (atomically); return the JSON path.
+
+    Either pass a dict from :func:`build_final_json`, or its keyword arguments (``dataset=...,
+    model=..., eps=..., classes=..., results=...``) to build it here. JSON is strict (a NaN raises).
+    """
+    if final is None:
+        final = build_final_json(**fields)
+    elif fields:
+        raise ValueError("write_final_json takes either a final dict or its fields, not both")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "final.json"
+    _atomic_write_text(path, json.dumps(final, indent=2, allow_nan=False) + "\n")
+    _atomic_write_text(out_dir / "final.csv", final_csv_text(final))
+    return path
+
+
+def format_table(final: Mapping) -> str:
+    """A readable class-wise table (accuracies in %) with average and worst rows; FRL errors."""
+    classes = final["classes"]
+    keys = list(final["results"])
+    headers = ["class"] + [RESULT_LABELS.get(k, k) for k in keys]
+    rows = []
+    for c, name in enumerate(classes):
+        row = [name]
+        for k in keys:
+            v = final["results"][k]["per_class"][c]
+            row.append("-" if v is None else f"{100 * v:.2f}")
+        rows.append(row)
+    rows.append(["average"] + [f"{100 * final['results'][k]['average']:.2f}" for k in keys])
+    rows.append(["worst"] + [f"{100 * final['results'][k]['worst']:.2f}" for k in keys])
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+
+    def fmt(row):
+        return "  ".join(
+            str(v).ljust(w) if i == 0 else str(v).rjust(w)
+            for i, (v, w) in enumerate(zip(row, widths))
+        )
+
+    lines = [fmt(headers), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in rows[:-2]]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [fmt(r) for r in rows[-2:]]
+    if "frl_errors" in final:
+        e = final["frl_errors"]
+        lines.append(
+            "FRL errors % (average / worst class): "
+            + ", ".join(
+                f"{k} {100 * e[k]['average']:.2f} / {100 * e[k]['worst']:.2f}"
+                for k in ("standard", "boundary", "robust")
+            )
+        )
+    if "cifar10c" in final:
+        lines.append("CIFAR-10-C clean accuracy % (average / worst class):")
+        for corruption, by_severity in final["cifar10c"].items():
+            parts = [
+                f"s{s} {100 * e['average']:.2f} / {100 * e['worst']:.2f}"
+                for s, e in by_severity.items()
+            ]
+            lines.append(f"  {corruption}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m deep.evaluate",
+        description="Class-wise evaluation of a checkpoint: clean, PGD-20 (CE), CW-20 (margin) and "
+        "AutoAttack accuracy per class, FRL errors, optional CIFAR-10-C. Writes final.json, "
+        "final.csv and classwise.png into the output directory.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="checkpoint file (dict with 'model_config' and 'model')",
+    )
+    parser.add_argument(
+        "--dataset", required=True, choices=DATASET_NAMES, help="dataset the model was trained on"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="dataset folder (default: the dataset's default folder)",
+    )
+    parser.add_argument(
+        "--attacks",
+        default="clean,pgd20,cw20,aa",
+        help=f"comma-separated subset of {','.join(ATTACK_NAMES)} "
+        "(default: all; aa = AutoAttack standard)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: a fresh runs/evaluate-<dataset>-<time>)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda if available, else cpu)",
+    )
+    parser.add_argument(
+        "--n-per-class",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate a stratified subset of N images per class (default: all)",
+    )
+    parser.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
+    parser.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="l_inf budget, [0,1] pixel scale (default: the dataset's; CIFAR 8/255)",
+    )
+    parser.add_argument(
+        "--step-size",
+        type=float,
+        default=None,
+        help="PGD/CW step (default: the dataset's, 2/255 CIFAR)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed for random starts, AutoAttack and the subset (default: 0)",
+    )
+    parser.add_argument(
+        "--cifar10c-dir",
+        type=Path,
+        default=None,
+        help="CIFAR-10-C folder (<corruption>.npy, labels.npy); with --dataset "
+        "cifar10, also report clean class-wise accuracy under corruptions",
+    )
+    parser.add_argument(
+        "--corruptions", default=None, help="comma-separated CIFAR-10-C corruptions (default: all)"
+    )
+    parser.add_argument(
+        "--severities", default=None, help="comma-separated severities in 1..5 (default: 1,2,3,4,5)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _parse_list(parser, text: str, option: str, choices: Sequence[str]) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        parser.error(f"{option}: give at least one of {', '.join(choices)}")
+    for item in items:
+        if item not in choices:
+            parser.error(f"{option}: invalid choice {item!r} (choose from {', '.join(choices)})")
+    return list(dict.fromkeys(items))
+
+
+def _fresh_run_dir(dataset: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"evaluate-{dataset}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """CLI entry point; returns the final.json dict."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    attacks = _parse_list(parser, args.attacks, "--attacks", ATTACK_NAMES)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.n_per_class is not None and args.n_per_class < 1:
+        parser.error(f"--n-per-class must be >= 1, got {args.n_per_class}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        parser.error(f"--device: {exc}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    if args.cifar10c_dir is None and (args.corruptions or args.severities):
+        parser.error("--corruptions/--severities need --cifar10c-dir")
+    corruptions = severities = None
+    if args.cifar10c_dir is not None:
+        if args.dataset != "cifar10":
+            parser.error(f"--cifar10c-dir needs --dataset cifar10, got {args.dataset}")
+        if not args.cifar10c_dir.is_dir():
+            parser.error(f"--cifar10c-dir: no such directory: {args.cifar10c_dir}")
+        corruptions = (
+            _parse_list(parser, args.corruptions, "--corruptions", _ALL_CORRUPTIONS)
+            if args.corruptions
+            else list(CIFAR10C_CORRUPTIONS)
+        )
+        severities = (
+            [
+                int(s)
+                for s in _parse_list(
+                    parser, args.severities, "--severities", [str(s) for s in CIFAR10C_SEVERITIES]
+                )
+            ]
+            if args.severities
+            else list(CIFAR10C_SEVERITIES)
+        )
+
+    if not args.checkpoint.is_file():
+        parser.error(f"--checkpoint: no such file: {args.checkpoint}")
+    try:
+        model, _ = model_from_checkpoint(args.checkpoint, map_location="cpu")
+    except (CheckpointError, CheckpointMismatchError) as exc:
+        parser.error(f"--checkpoint {args.checkpoint}: {exc}")
+    config = dict(getattr(model, "model_config", {}) or {})
+
+    try:
+        data = load_dataset(args.dataset, args.data_dir)
+    except DatasetError as exc:
+        parser.error(f"--dataset {args.dataset}: {exc}")
+    for field, expected in (
+        ("num_classes", data.num_classes),
+        ("in_channels", data.in_channels),
+        ("image_size", data.image_size),
+    ):
+        if field in config and config[field] != expected:
+            parser.error(
+                f"--checkpoint {args.checkpoint}: model has {field}={config[field]} but "
+                f"{args.dataset} has {field}={expected}; is it a checkpoint for another dataset?"
+            )
+
+    eps = data.eps if args.eps is None else args.eps
+    step_size = data.step_size if args.step_size is None else args.step_size
+    try:
+        eps, step_size = _check_budget(eps, step_size)
+    except ValueError as exc:
+        parser.error(f"--eps/--step-size: {exc}")
+
+    split = data.test
+    if args.n_per_class is not None:
+        try:
+            split = stratified_subset(split, args.n_per_class, seed=args.seed)
+        except ValueError as exc:
+            parser.error(f"--n-per-class: {exc}")
+
+    out_dir = args.out if args.out is not None else _fresh_run_dir(args.dataset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"run directory: {out_dir}", flush=True)
+    progress = not args.quiet and sys.stderr.isatty()
+
+    start = time.perf_counter()
+    results = evaluate_model(
+        model,
+        split,
+        num_classes=data.num_classes,
+        attacks=attacks,
+        eps=eps,
+        step_size=step_size,
+        batch_size=args.batch_size,
+        device=device,
+        seed=args.seed,
+        progress=progress,
+    )
+    cifar10c = None
+    if args.cifar10c_dir is not None:
+        try:
+            cifar10c = evaluate_cifar10c(
+                model,
+                args.cifar10c_dir,
+                num_classes=data.num_classes,
+                corruptions=corruptions,
+                severities=severities,
+                batch_size=args.batch_size,
+                device=device,
+                n_per_class=args.n_per_class,
+                seed=args.seed,
+                progress=progress,
+            )
+        except DatasetError as exc:
+            parser.error(f"--cifar10c-dir {args.cifar10c_dir}: {exc}")
+    final = build_final_json(
+        dataset=args.dataset,
+        model=config.get("name", "unknown"),
+        eps=eps,
+        step_size=step_size,
+        classes=data.classes,
+        results=results,
+        cifar10c=cifar10c,
+        split="test",
+        n_per_class=args.n_per_class,
+        seed=args.seed,
+        checkpoint=str(args.checkpoint),
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    write_final_json(out_dir, final)
+    plot_classwise(final, out_dir / "classwise.png")
+    print(format_table(final))
+    print(f"wrote {out_dir / 'final.json'}, final.csv, classwise.png")
+    return final
+
+
+if __name__ == "__main__":
+    main()
