@@ -152,7 +152,11 @@ class _AutoAttackFlags:
         self.attack.fab.n_target_classes = targets
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        _, y_adv = self.attack.run_standard_evaluation(x, y, batch_size=x.shape[0])
+        tracer = sys.gettrace()  # AutoAttack's dynamic-defence check clears it (coverage, pdb)
+        try:
+            _, y_adv = self.attack.run_standard_evaluation(x, y, batch_size=x.shape[0])
+        finally:
+            sys.settrace(tracer)
         return y_adv.to(y.device) == y
 
 
@@ -168,14 +172,16 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = False,
+    allow_empty: bool = False,
 ) -> dict:
     """Class-wise accuracy of ``model`` on ``split`` under each attack.
 
     Args:
         model: classifier taking inputs in [0, 1] (normalisation inside) and returning logits.
-            It is moved to ``device`` in fp32 and put in eval mode; its mode is restored after.
+            It is moved (in place) to ``device`` in fp32 and put in eval mode; its train/eval
+            mode is restored after.
         split: the images (uint8) and labels to evaluate.
-        num_classes: C; every class must occur in ``split``.
+        num_classes: C; every class must occur in ``split`` unless ``allow_empty``.
         attacks: names from :data:`ATTACK_NAMES` (``"clean"``, ``"pgd20"``, ``"cw20"``, ``"aa"``).
         eps, step_size: l_inf budget and PGD/CW step on the [0, 1] pixel scale.
         batch_size: images per forward/attack batch.
@@ -183,6 +189,7 @@ def evaluate_model(
         seed: seeds the random starts (each attack its own stream, so a result does not depend
             on which other attacks run) and AutoAttack; the caller's global RNG state is kept.
         progress: tqdm bars over batches.
+        allow_empty: passed to :func:`classwise_accuracy` (an empty class -> ``None``).
 
     Returns:
         ``{result_key: classwise_accuracy(...)}`` in the order clean, pgd20, cw20, autoattack,
@@ -235,7 +242,9 @@ def evaluate_model(
                 correct, labels = _flags_over(
                     loader, flags_of, desc=RESULT_LABELS[RESULT_KEYS[name]], progress=progress
                 )
-                results[RESULT_KEYS[name]] = classwise_accuracy(correct, labels, num_classes)
+                results[RESULT_KEYS[name]] = classwise_accuracy(
+                    correct, labels, num_classes, allow_empty=allow_empty
+                )
     finally:
         model.train(was_training)
     return results
