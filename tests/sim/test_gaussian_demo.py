@@ -1,0 +1,109 @@
+"""The demo CLI: a --quick run in-process, its JSON and PNGs, and bad options (exit code 2)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sim import gaussian_demo
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert gaussian_demo.main(["--quick", "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def test_quick_run_writes_valid_json(quick_run):
+    res = json.loads((quick_run / "results.json").read_text())
+    assert res["version"] == gaussian_demo.RESULTS_VERSION
+    assert set(res["settings"]) == {"fig2", "highdim"}
+    fig2 = res["settings"]["fig2"]
+    assert fig2["mixture"]["d"] == 2 and fig2["eps"] == 0.5
+    assert set(fig2["classifiers"]) == {
+        f"{m}-{k}" for m in ("intercept", "logistic", "mlp") for k in ("natural", "robust")
+    }
+    for entry in fig2["classifiers"].values():
+        for cls in ("-1", "+1"):
+            for name in ("standard", "robust", "boundary"):
+                e = entry["test"][cls][name]
+                assert 0 <= e["ci_low"] <= e["value"] <= e["ci_high"] <= 1
+    assert set(fig2["mitigation"]) == {"robust", "frl-rw", "frl-rm", "frl-rwrm", "faal"}
+    assert all(r["coverage"] >= r["bound"] - 0.05 for r in res["coverage"]["rows"])
+
+
+def test_quick_run_writes_small_pngs(quick_run):
+    res = json.loads((quick_run / "results.json").read_text())
+    assert "fig2_boundaries.png" in res["figures"] and "coverage.png" in res["figures"]
+    for name in res["figures"]:
+        data = (quick_run / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(data) < 200_000
+
+
+def test_same_seed_same_numbers(tmp_path, capsys):
+    argv = [
+        "--quick",
+        "--quiet",
+        "--settings",
+        "highdim",
+        "--parts",
+        "intercept",
+        "logistic",
+        "mitigation",
+    ]
+    gaussian_demo.main([*argv, "--out", str(tmp_path / "a")])
+    gaussian_demo.main([*argv, "--out", str(tmp_path / "b")])
+    a = json.loads((tmp_path / "a" / "results.json").read_text())["settings"]
+    b = json.loads((tmp_path / "b" / "results.json").read_text())["settings"]
+    assert a == b
+    out = capsys.readouterr().out
+    assert "intercept-robust" in out and "faal" in out
+
+
+@pytest.mark.parametrize(
+    "argv,option",
+    [
+        (["--K", "0.5"], "--K"),
+        (["--eps", "2.0"], "--eps"),
+        (["--eps", "0.3", "--eta", "0.2"], "--eps"),
+        (["--n-test", "1"], "--n-test"),
+        (["--n-train", "0"], "--n-train"),
+        (["--sigma", "-1"], "--sigma"),
+        (["--no-such-option"], "--no-such-option"),
+        (["--parts", "everything"], "--parts"),
+    ],
+)
+def test_bad_options_exit_2_naming_the_option(argv, option, capsys):
+    with pytest.raises(SystemExit) as exc:
+        gaussian_demo.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert option in err
+
+
+def test_custom_setting_replaces_the_defaults(tmp_path):
+    gaussian_demo.main(
+        [
+            "--quick",
+            "--quiet",
+            "--d",
+            "5",
+            "--eta",
+            "0.5",
+            "--K",
+            "3",
+            "--eps",
+            "0.1",
+            "--parts",
+            "intercept",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert list(res["settings"]) == ["custom"]
+    s = res["settings"]["custom"]
+    assert s["mixture"] == {"d": 5, "eta": 0.5, "sigma": 1.0, "K": 3.0}
+    assert np.isfinite(s["theory"]["b_rob"])
