@@ -2,8 +2,8 @@
 
 Both steps run the same PGD-10 attack, forward and backward through the same model on the same
 batch; ``faal-at`` adds the softmax margins, their class means (scatter_add) and the exact
-KL-DRO class weights (``theory.dro.solve_kl_dro`` on the device, no host synchronisation). The two steps are
-timed in interleaved rounds and compared by their medians (target: ratio <= 1.02).
+KL-DRO class weights (``theory.dro.solve_kl_dro`` on the device, no host synchronisation). The
+two steps are timed in interleaved rounds and compared by their medians (target: ratio <= 1.02).
 
     python benchmarks/train_step.py                       # digits small CNN on the CPU
     python benchmarks/train_step.py --device cuda         # + PreAct-ResNet18, CIFAR-sized batch
