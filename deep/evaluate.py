@@ -489,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset folder (default: the dataset's default folder)",
     )
     parser.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the official files into --data-dir first if they are missing "
+        "(checksums verified)",
+    )
+    parser.add_argument(
         "--attacks",
         default="clean,pgd20,cw20,aa",
         help=f"comma-separated subset of {','.join(ATTACK_NAMES)} "
@@ -617,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     config = dict(getattr(model, "model_config", {}) or {})
 
     try:
-        data = load_dataset(args.dataset, args.data_dir)
+        data = load_dataset(args.dataset, args.data_dir, download=args.download)
     except DatasetError as exc:
         parser.error(f"--dataset {args.dataset}: {exc}")
     for field, expected in (

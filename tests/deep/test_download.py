@@ -167,3 +167,26 @@ def test_registry_holds_the_published_checksums():
     assert data.SOURCES["digits"] == ()
     with pytest.raises(ValueError, match="dataset name"):
         download_dataset("imagenet", "unused")
+
+
+def test_evaluate_cli_download_flag_fetches_missing_files(tmp_path, server, monkeypatch, capsys):
+    from deep.checkpoint import save_atomic
+    from deep.evaluate import main as evaluate_main
+    from deep.models import build_model
+
+    archive, _ = _cifar_archive(tmp_path)
+    server.files[ARCHIVE] = archive
+    remote = RemoteFile(f"{server.url}/{ARCHIVE}", _md5(archive), "cifar-10-batches-py")
+    monkeypatch.setitem(data.SOURCES, "cifar10", (remote,))
+    model = build_model("small-cnn", 10, in_channels=3, image_size=32)
+    ckpt = tmp_path / "model.pt"
+    save_atomic({"model_config": model.model_config, "model": model.state_dict()}, ckpt)
+    target, out = tmp_path / "data", tmp_path / "out"
+    argv = ["--checkpoint", str(ckpt), "--dataset", "cifar10", "--data-dir", str(target)]
+    argv += ["--attacks", "clean", "--out", str(out), "--quiet", "--device", "cpu"]
+    with pytest.raises(SystemExit) as missing:
+        evaluate_main(argv)
+    assert missing.value.code == 2 and "--download" in capsys.readouterr().err
+    evaluate_main([*argv, "--download"])
+    assert (target / "cifar-10-batches-py" / "test_batch").is_file()
+    assert (out / "final.json").is_file()
