@@ -1095,8 +1095,11 @@ def _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end) -> int:  # noqa: C90
                                      for k, v in val.items()}  # fmt: skip
                     errors = frl_errors(val)
                     if preset.needs_validation:
+                        # FRL decays its multiplier rates with the learning rate (FRL §5.1).
                         trainer.weighting.update_from_validation(
-                            errors["standard"]["per_class"], errors["boundary"]["per_class"]
+                            errors["standard"]["per_class"],
+                            errors["boundary"]["per_class"],
+                            rate_scale=lr / cfg["lr"],
                         )
                     if preset.weighting == "frl":
                         w = trainer.weighting
