@@ -27,7 +27,7 @@ __all__ = [
     "NORMS",
     "LinearClassifier",
     "dual_norm",
-    "IntercepCurves",
+    "InterceptCurves",
     "intercept_error_curves",
     "SortedProjections",
     "fit_intercept_erm",
@@ -96,7 +96,7 @@ class LinearClassifier:
 
 
 @dataclass(frozen=True)
-class IntercepCurves:
+class InterceptCurves:
     """Class-wise empirical errors of ``sign(1.x + b)`` at every candidate intercept.
 
     ``b`` holds one intercept inside each interval between consecutive breakpoints of the
@@ -173,7 +173,7 @@ class SortedProjections:
         def err_plus(shift):  # fraction of class +1 with s - shift <= t
             return count_below(s_plus - shift, "left") / s_plus.size
 
-        return IntercepCurves(
+        return InterceptCurves(
             b=-t,
             nat_minus=err_minus(0.0),
             nat_plus=err_plus(0.0),
@@ -190,7 +190,7 @@ def intercept_error_curves(
     eps_minus: float = 0.0,
     eps_plus: float = 0.0,
     norm: str = "linf",
-) -> IntercepCurves:
+) -> InterceptCurves:
     """Exact class-wise error curves of the w = 1 family over all intercepts (O(n log n)).
 
     ``x_or_s`` is either the (n, d) inputs or the projections ``s = 1.x`` (then ``d`` is required).
@@ -202,7 +202,7 @@ def intercept_error_curves(
     return SortedProjections(x_or_s, y, d=d).curves(eps_minus, eps_plus, norm)
 
 
-def fit_intercept_objective(curves: IntercepCurves, objective: np.ndarray, d: int):
+def fit_intercept_objective(curves: InterceptCurves, objective: np.ndarray, d: int):
     """The w = 1 classifier at the candidate intercept minimising ``objective`` (one value per
     candidate in ``curves.b``; ties go to the first, i.e. the largest intercept)."""
     i = int(np.argmin(objective))

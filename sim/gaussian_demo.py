@@ -6,6 +6,21 @@ robust-fairness mitigations (FRL, FAAL) on the toy; FAAL Theorem 1 by simulation
     python -m sim.gaussian_demo --d 50 --eta 0.3 --K 3 --eps 0.1 --parts intercept mitigation
 
 Writes ``results.json`` and PNG figures to ``--out`` (default ``runs/gaussian_demo-<timestamp>``).
+
+results.json (``version`` 1):
+
+- ``config``: the parsed options; ``wall_time_s``; ``figures``: file names written.
+- ``settings.<name>`` (``fig2``, ``highdim`` or ``custom``):
+  ``mixture`` {d, eta, sigma, K}, ``eps``, ``norm``;
+  ``theory`` {b_nat, b_rob, natural, robust}: class errors of the optimal linear classifiers;
+  ``classifiers.<model>-<natural|robust>`` (model: intercept, logistic, mlp):
+  ``test.<-1|+1>.<standard|robust|boundary>`` = {value, ci_low, ci_high}, ``theory_optimal``,
+  and for linear models ``b``, ``w_sum``, ``w_l2``, ``diagonal_crossing``, ``population``
+  (exact class errors of the fitted model);
+  ``mitigation.<robust|frl-rw|frl-rm|frl-rwrm|faal>``: ``b``, ``test``, ``test_summary`` and
+  ``population`` (class errors plus worst_robust, average_robust), method extras.
+- ``coverage``: {p, losses, rows: [{n, tau, C, trials, coverage, event_frequency, bound,
+  chi2_event_probability, uncovered_in_event, zero_count_trials}]}.
 """
 
 from __future__ import annotations
@@ -115,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="test points (of --n-test) attacked with PGD for the MLP",
     )
     p.add_argument("--mlp-epochs", type=int, default=200, help="full-batch Adam steps for the MLP")
-    p.add_argument("--pgd-steps", type=int, default=10, help="PGD steps (MLP training and test)")
+    p.add_argument(
+        "--pgd-steps",
+        type=int,
+        default=10,
+        help="PGD steps in MLP training (the test attack uses twice as many)",
+    )
     p.add_argument("--tau", type=float, default=0.5, help="FAAL KL budget tau")
     p.add_argument(
         "--coverage-trials", type=int, default=2_000, help="Theorem 1 Monte Carlo trials"
