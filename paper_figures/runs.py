@@ -1,0 +1,224 @@
+"""Training runs behind the deep-learning figures: a cache of ``deep.train`` run directories.
+
+A figure or table script never computes a metric itself. It names the runs it needs as
+:class:`RunSpec` (``deep.train`` options; optionally "fine-tune from that other run"), and
+:func:`ensure_run` makes each one exist under ``--runs-dir``:
+
+* a run whose ``final.json`` exists is reused as it is (reruns of a script are cheap, and scripts
+  that need the same run share it);
+* a run with a ``last.pt`` but no ``final.json`` (interrupted) is continued with ``--resume``;
+* otherwise ``deep.train`` runs in this process (its ``main(argv)``), its console output going to
+  ``train.log`` in the run directory.
+
+The directory name is the run's readable name plus a hash of everything that changes what is
+trained and evaluated, so a changed setting never silently reuses an old result. The script then
+reads ``final.json`` (test-set class-wise accuracies and FRL errors, written by ``deep.evaluate``),
+``metrics.jsonl`` (per epoch) and ``class_weights.csv`` (per batch) from the run directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "RunSpec",
+    "RunError",
+    "ensure_run",
+    "ensure_runs",
+    "read_final",
+    "read_metrics",
+    "read_class_weight_steps",
+    "mean_std",
+]
+
+
+class RunError(RuntimeError):
+    """A training run failed or its output files are missing or corrupt (the message names them)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One ``deep.train`` run.
+
+    Attributes:
+        name: readable prefix of the run directory (e.g. ``"pgd-at-s0"``).
+        argv: ``deep.train`` options that define the run (never ``--out``, ``--resume``,
+            ``--init``, ``--quiet`` or ``--device``: those are added by :func:`ensure_run`).
+        init: fine-tune from this run's evaluated checkpoint (``--init``), or None (from scratch).
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    init: RunSpec | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        reserved = {"--out", "--resume", "--init", "--quiet", "--device"}
+        bad = [a for a in self.argv if a.split("=")[0] in reserved]
+        if bad:
+            raise ValueError(f"RunSpec.argv must not contain {sorted(reserved)}; got {bad}")
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"RunSpec.name must be a plain file name, got {self.name!r}")
+
+    @property
+    def key(self) -> str:
+        """Directory name: ``<name>-<hash of argv and of the init run's key>``."""
+        identity = json.dumps(
+            {"argv": list(self.argv), "init": None if self.init is None else self.init.key},
+            sort_keys=True,
+        )
+        return f"{self.name}-{hashlib.sha1(identity.encode()).hexdigest()[:10]}"
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def read_final(run_dir: str | os.PathLike) -> dict:
+    """The run's ``final.json`` (RunError naming the file when missing or not valid JSON)."""
+    path = Path(run_dir) / "final.json"
+    try:
+        final = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path} does not exist: the run has not finished") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path} is not a readable final.json ({exc}); delete the run folder "
+                       "to recompute it") from None  # fmt: skip
+    if not isinstance(final, dict) or "results" not in final or "classes" not in final:
+        raise RunError(f"{path} lacks 'results'/'classes': not a final.json of deep.evaluate")
+    return final
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The run's ``metrics.jsonl``: one dict per epoch (RunError naming the file if corrupt)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise RunError(f"cannot read {path}: {exc}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{path}, line {number}: not valid JSON ({exc})") from None
+    return records
+
+
+def read_class_weight_steps(run_dir: str | os.PathLike) -> tuple[list[int], list[list[float]]]:
+    """Per-batch class weights from ``class_weights.csv``: (epochs (0-based), weights rows)."""
+    path = Path(run_dir) / "class_weights.csv"
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise RunError(
+            f"cannot read {path}: {exc} (only FAAL/FRL runs log class weights)"
+        ) from None
+    if not rows or rows[0][:2] != ["step", "epoch"]:
+        raise RunError(f"{path}: expected a header 'step,epoch,w0,...'")
+    try:
+        epochs = [int(r[1]) for r in rows[1:]]
+        weights = [[float(v) for v in r[2:]] for r in rows[1:]]
+    except (ValueError, IndexError) as exc:
+        raise RunError(f"{path}: malformed row ({exc})") from None
+    return epochs, weights
+
+
+def _chosen_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint the run's final.json was evaluated on (best.pt, else last.pt)."""
+    name = read_final(run_dir).get("checkpoint") or "best.pt"
+    path = run_dir / str(name)
+    if not path.exists():
+        path = run_dir / "last.pt"
+    if not path.exists():
+        raise RunError(f"{run_dir} holds no checkpoint (best.pt / last.pt) to fine-tune from")
+    return path
+
+
+def ensure_run(
+    spec: RunSpec,
+    runs_dir: str | os.PathLike,
+    *,
+    device: str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> Path:
+    """Make ``spec``'s run exist under ``runs_dir`` (reuse, resume or train); return its folder.
+
+    Raises RunError (with the end of ``train.log``) when ``deep.train`` exits with an error.
+    """
+    from deep import train  # heavy import only when a run is needed
+
+    runs_dir = Path(runs_dir)
+    base_dir = None
+    if spec.init is not None:
+        base_dir = ensure_run(spec.init, runs_dir, device=device, log=log)
+    run_dir = runs_dir / spec.key
+    if (run_dir / "final.json").exists():
+        return run_dir
+    argv = list(spec.argv)
+    if base_dir is not None:
+        argv += ["--init", str(_chosen_checkpoint(base_dir))]
+    resuming = (run_dir / "last.pt").exists()
+    argv += ["--resume", str(run_dir)] if resuming else ["--out", str(run_dir)]
+    argv += ["--quiet"]
+    if device is not None:
+        argv += ["--device", device]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "train.log"
+    if log is not None:
+        log(f"{'resuming' if resuming else 'training'} {run_dir} ...")
+    start = time.perf_counter()
+    with log_path.open("a") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        print("python -m deep.train " + " ".join(argv), flush=True)
+        try:
+            status = train.main(argv)
+        except SystemExit as exc:  # argparse errors (exit status 2)
+            status = exc.code if isinstance(exc.code, int) else 2
+            print(exc.code if not isinstance(exc.code, int) else "", flush=True)
+    if status == 130:
+        raise KeyboardInterrupt
+    if status != 0 or not (run_dir / "final.json").exists():
+        raise RunError(
+            f"deep.train failed for {run_dir} (exit status {status}); end of {log_path}:\n"
+            + _tail(log_path)
+        )
+    if log is not None:
+        log(f"  done in {time.perf_counter() - start:.1f}s")
+    return run_dir
+
+
+def ensure_runs(
+    specs: Sequence[RunSpec],
+    runs_dir: str | os.PathLike,
+    *,
+    device: str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[Path]:
+    """:func:`ensure_run` for each spec, in order; their folders."""
+    return [ensure_run(s, runs_dir, device=device, log=log) for s in specs]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) of ``values``."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    mean = math.fsum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    var = math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var)
