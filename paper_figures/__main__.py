@@ -41,6 +41,18 @@ SCRIPTS: tuple[Script, ...] = (
     Script("frl_fig2", "sim", "FRL Figure 2 (boundaries, natural vs robust)"),
     Script("frl_fig1", "deep", "FRL Figure 1 and Table 1 (class-wise errors, nat -> adv)"),
     Script("frl_tables", "deep", "FRL Tables 2-3 (avg / worst std, bndy, rob error)"),
+    Script("faal_fig2", "deep", "FAAL supp. Fig. 2 (AT vs TRADES adversaries in FAAL)"),
+    Script("faal_fig3", "deep", "FAAL supp. Fig. 3 (class-wise robust acc., from scratch)"),
+    Script("faal_fig4", "deep", "FAAL supp. Fig. 4 (tau sweep: avg / worst clean, robust)"),
+    Script("faal_fig5", "deep", "FAAL supp. Fig. 5 (class-wise acc. before / after FAAL)"),
+    Script("faal_fig6", "deep", "FAAL supp. Fig. 6 (class weights per batch, average)"),
+    Script("faal_fig7_10", "deep", "FAAL supp. Figs 7-10 (class-wise robust acc. per base)"),
+    Script("faal_table1", "deep", "FAAL supp. Table 1 (from scratch; CIFAR-10-C)"),
+    Script("faal_table2", "deep", "FAAL supp. Table 2 (fine-tuning PGD-AT / TRADES)"),
+    Script("faal_table3", "deep", "FAAL supp. Table 3 (fine-tuning 4 base models)"),
+    Script("faal_table4", "deep", "FAAL supp. Table 4 (training from scratch)"),
+    Script("faal_table5", "deep", "FAAL supp. Table 5 (FAAL fine-tuning epochs)"),
+    Script("faal_table6", "deep", "FAAL supp. Table 6 (CIFAR-100 settings)"),
 )
 
 

@@ -90,15 +90,26 @@ def build_parser(name: str, description: str, *, deep: bool = True) -> argparse.
 
 
 def parse_args(
-    parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, multi_seed: bool = True
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    *,
+    multi_seed: bool = True,
+    cifar_default: str = "cifar10",
 ) -> argparse.Namespace:
-    """Parse and validate; deep scripts get ``args.profile`` (exit status 2 on bad values)."""
+    """Parse and validate; deep scripts get ``args.profile`` (exit status 2 on bad values).
+
+    The data set defaults to digits with ``--quick``, ``cifar_default`` when ``--data-dir`` is
+    given, Fashion-MNIST otherwise. ``multi_seed=False``: one seed unless ``--seeds`` is given.
+    """
     args = parser.parse_args(argv)
     if not hasattr(args, "dataset"):
         return args
     dataset = args.dataset
     if dataset is None:
-        dataset = "digits" if args.quick else ("cifar10" if args.data_dir else "fashion-mnist")
+        if args.quick:
+            dataset = "digits"
+        else:
+            dataset = cifar_default if args.data_dir else "fashion-mnist"
     if args.seeds is None:
         seeds = (0,) if (args.quick or not multi_seed) else (0, 1, 2)
     else:

@@ -1,0 +1,19 @@
+"""FAAL supplement Table 3 (see :mod:`paper_figures.faal_tables` for rows, settings, commands)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from paper_figures import faal_tables
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m paper_figures.faal_table3 [options]``: Table 3's rows, PNG + CSV + Markdown."""
+    return faal_tables.main(argv, table=3)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
