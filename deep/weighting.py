@@ -21,9 +21,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from theory.dro import solve_kl_dro
 
-FRL_MODES = ("rw", "rm", "rwrm")
+from theory.dro import solve_kl_dro
+from theory.frl import (
+    FRL_MODES,
+    Multipliers,
+    multiplier_weights,
+    remargin_eps,
+    update_multipliers,
+)
+
 WEIGHTING_NAMES = ("uniform", "faal", "frl", "baseline")
 
 
@@ -375,21 +382,6 @@ class FAALWeighting(UniformWeighting):
             self._batches = int(running["batches"])
 
 
-def _project_multipliers(lam: np.ndarray, lim: float) -> np.ndarray:
-    """FRL's normalisation N: clip at 0, then if the sum exceeds ``lim`` rescale it to ``lim``."""
-    lam = np.maximum(lam, 0.0)
-    total = lam.sum()
-    if total > lim:
-        lam = lam * (lim / total)
-    return lam
-
-
-def _weights_from_multipliers(lam: np.ndarray) -> np.ndarray:
-    """w_c = 1/C + lambda_c - (1/C) sum_j lambda_j (sums to 1; > 0 while sum lambda < 1)."""
-    num_classes = lam.shape[0]
-    return 1.0 / num_classes + lam - lam.sum() / num_classes
-
-
 class FRLWeighting(UniformWeighting):
     """Fair Robust Learning multipliers (FRL Algorithm 1, Eq. 11, as its reference code runs them).
 
@@ -470,33 +462,32 @@ class FRLWeighting(UniformWeighting):
         b = _as_error_vector(bndy_err, self.num_classes, "bndy_err", -1.0)
         if not (math.isfinite(rate_scale) and rate_scale >= 0.0):
             raise ValueError(f"rate_scale must be a finite number >= 0, got {rate_scale}")
-        g0 = e - e.mean() - self.delta0
-        g1 = b - b.mean() - self.delta1
-        a1, a2 = self.alpha1 * rate_scale, self.alpha2 * rate_scale
-        if self.reweights:
-            self.lambda0 = _project_multipliers(self.lambda0 + a1 * g0, self.lim)
-            self.lambda1 = _project_multipliers(self.lambda1 + 2.0 * a1 * g1, self.lim)
-        if self.remargins:
-            self.lambda2 = self.lambda2 + a2 * g1
+        self.lambda0, self.lambda1, self.lambda2 = update_multipliers(
+            Multipliers(self.lambda0, self.lambda1, self.lambda2),
+            e,
+            b,
+            mode=self.mode,
+            delta0=self.delta0,
+            delta1=self.delta1,
+            alpha1=self.alpha1 * rate_scale,
+            alpha2=self.alpha2 * rate_scale,
+            lim=self.lim,
+        )
         self.updates += 1
         self._device_cache.clear()
 
     # -- host-side values (float64 numpy) ----------------------------------------------------------
     def nat_weight_values(self) -> np.ndarray:
         """w0 (C,): class weights of the natural CE term."""
-        return _weights_from_multipliers(self.lambda0)
+        return multiplier_weights(self.lambda0)
 
     def bndy_weight_values(self) -> np.ndarray:
         """w1 (C,): class weights of the boundary (KL) term."""
-        return _weights_from_multipliers(self.lambda1)
+        return multiplier_weights(self.lambda1)
 
     def eps_values(self) -> np.ndarray:
         """Per-class budgets eps_c = base_eps clamp(exp(2 lambda2_c), low, high), capped (C,)."""
-        factor = np.clip(np.exp(2.0 * self.lambda2), *self.eps_clamp)
-        eps = self.base_eps * factor
-        if self.eps_cap is not None:
-            eps = np.minimum(eps, self.eps_cap)
-        return eps
+        return remargin_eps(self.base_eps, self.lambda2, clamp=self.eps_clamp, cap=self.eps_cap)
 
     # -- device tensors (cached per device; refreshed after each update) ---------------------------
     def _on(self, key: str, values: np.ndarray, device: torch.device) -> torch.Tensor:

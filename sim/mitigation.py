@@ -42,6 +42,13 @@ import numpy as np
 
 from sim.classifiers import SortedProjections
 from theory.dro import dro_value, solve_kl_dro
+from theory.frl import (
+    FRL_MODES,
+    Multipliers,
+    multiplier_weights,
+    remargin_eps,
+    update_multipliers,
+)
 
 __all__ = [
     "MITIGATIONS",
@@ -75,12 +82,6 @@ class FRLSettings:
     eps_cap_factor: float = 2.0  # the paper caps every eps at 16/255 = 2 x 8/255
 
 
-def _normalise(lam: np.ndarray, lim: float) -> np.ndarray:
-    lam = np.maximum(lam, 0.0)
-    total = lam.sum()
-    return lam * (lim / total) if total > lim else lam
-
-
 @dataclass
 class FRLMultipliers:
     """FRL's Lagrange multipliers and the class weights / class budgets they induce (SPEC §4)."""
@@ -92,8 +93,8 @@ class FRLMultipliers:
     lambda2: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES))
 
     def __post_init__(self):
-        if self.mode not in ("rw", "rm", "rwrm"):
-            raise ValueError(f"mode must be 'rw', 'rm' or 'rwrm', got {self.mode!r}")
+        if self.mode not in FRL_MODES:
+            raise ValueError(f"mode must be one of {FRL_MODES}, got {self.mode!r}")
 
     def update(self, std_err: np.ndarray, bndy_err: np.ndarray) -> None:
         """One multiplier update from validation class errors (FRL Algorithm 1 lines 7-8, Eq.
@@ -103,25 +104,26 @@ class FRLMultipliers:
     def update_scaled(self, std_err: np.ndarray, bndy_err: np.ndarray, rate_scale: float) -> None:
         """:meth:`update` with both rates multiplied by ``rate_scale`` (stage-wise decay)."""
         s = self.settings
-        a1, a2 = s.alpha1 * rate_scale, s.alpha2 * rate_scale
-        g0 = std_err - std_err.mean() - s.delta0
-        g1 = bndy_err - bndy_err.mean() - s.delta1
-        if "rw" in self.mode:
-            self.lambda0 = _normalise(self.lambda0 + a1 * g0, s.lim)
-            self.lambda1 = _normalise(self.lambda1 + 2.0 * a1 * g1, s.lim)
-        if "rm" in self.mode:
-            self.lambda2 = self.lambda2 + a2 * g1
+        self.lambda0, self.lambda1, self.lambda2 = update_multipliers(
+            Multipliers(self.lambda0, self.lambda1, self.lambda2),
+            std_err,
+            bndy_err,
+            mode=self.mode,
+            delta0=s.delta0,
+            delta1=s.delta1,
+            alpha1=s.alpha1 * rate_scale,
+            alpha2=s.alpha2 * rate_scale,
+            lim=s.lim,
+        )
 
     def weights(self) -> tuple[np.ndarray, np.ndarray]:
         """``(w0, w1)``: ``w_c = 1/C + lambda_c - mean(lambda)`` (sum to 1)."""
-        c = 1.0 / NUM_CLASSES
-        return (c + self.lambda0 - self.lambda0.mean(), c + self.lambda1 - self.lambda1.mean())
+        return multiplier_weights(self.lambda0), multiplier_weights(self.lambda1)
 
     def class_eps(self, eps: float) -> np.ndarray:
         """``eps_c = eps clamp(exp(2 lambda2_c), lo, hi)``, capped at ``eps_cap_factor * eps``."""
-        lo, hi = self.settings.eps_clamp
-        factor = np.clip(np.exp(2.0 * self.lambda2), lo, hi)
-        return np.minimum(eps * factor, self.settings.eps_cap_factor * eps)
+        s = self.settings
+        return remargin_eps(eps, self.lambda2, clamp=s.eps_clamp, cap=s.eps_cap_factor * eps)
 
 
 def intercept_class_errors(s, y, b, *, d, eps, norm="linf"):

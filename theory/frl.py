@@ -1,0 +1,119 @@
+"""Fair Robust Learning's multiplier updates (FRL §4, Algorithm 1, Eq. 9-11).
+
+The one place where FRL's update rule lives, as its reference implementation runs it (SPEC §4).
+``deep.weighting`` (training networks) and ``sim.mitigation`` (the Gaussian toy) both call it.
+
+From class-wise validation standard errors ``e_c`` and boundary errors ``b_c`` (FRL Eq. 7), with
+``e`` and ``b`` their means over classes:
+
+- gaps ``g0_c = e_c - e - delta0`` and ``g1_c = b_c - b - delta1`` (the constraints of Eq. 9);
+- Reweight: ``lambda0 <- N(lambda0 + a1 g0)``, ``lambda1 <- N(lambda1 + 2 a1 g1)``, where ``N``
+  clips at 0 and then, if the sum exceeds ``lim``, rescales it to ``lim``; the class weights are
+  ``w_c = 1/C + lambda_c - (1/C) sum_j lambda_j`` (they sum to 1 and stay > 0 while ``lim < 1``);
+- Remargin: ``lambda2 <- lambda2 + a2 g1`` (unclipped) and ``eps_c = eps clamp(exp(2 lambda2_c),
+  0.98, 3.0)``, capped (FRL caps every budget at 16/255 on CIFAR-10).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "FRL_MODES",
+    "Multipliers",
+    "fairness_gaps",
+    "project_multipliers",
+    "multiplier_weights",
+    "update_multipliers",
+    "remargin_eps",
+]
+
+FRL_MODES = ("rw", "rm", "rwrm")
+
+
+class Multipliers(NamedTuple):
+    """FRL's Lagrange multipliers: ``lambda0`` (standard error), ``lambda1`` (boundary error,
+    Reweight) and ``lambda2`` (boundary error, Remargin), each of shape (C,)."""
+
+    lambda0: np.ndarray
+    lambda1: np.ndarray
+    lambda2: np.ndarray
+
+    @classmethod
+    def zeros(cls, num_classes: int) -> Multipliers:
+        return cls(np.zeros(num_classes), np.zeros(num_classes), np.zeros(num_classes))
+
+
+def fairness_gaps(
+    std_err: np.ndarray, bndy_err: np.ndarray, delta0: float, delta1: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(g0, g1)``: how far each class's standard / boundary error exceeds the class mean plus the
+    tolerance (FRL Eq. 9 constraints ``R_nat(f, c) - R_nat(f) <= tau1``, ``R_bndy(f, c) - R_bndy(f)
+    <= tau2``)."""
+    e = np.asarray(std_err, dtype=np.float64)
+    b = np.asarray(bndy_err, dtype=np.float64)
+    return e - e.mean() - delta0, b - b.mean() - delta1
+
+
+def project_multipliers(lam: np.ndarray, lim: float) -> np.ndarray:
+    """FRL's normalisation ``N``: clip at 0, then rescale the sum to ``lim`` if it exceeds it."""
+    lam = np.maximum(np.asarray(lam, dtype=np.float64), 0.0)
+    total = lam.sum()
+    return lam * (lim / total) if total > lim else lam
+
+
+def multiplier_weights(lam: np.ndarray) -> np.ndarray:
+    """Class weights ``w_c = 1/C + lambda_c - (1/C) sum_j lambda_j`` (sum to 1)."""
+    lam = np.asarray(lam, dtype=np.float64)
+    return 1.0 / lam.shape[0] + lam - lam.mean()
+
+
+def update_multipliers(
+    multipliers: Multipliers,
+    std_err: np.ndarray,
+    bndy_err: np.ndarray,
+    *,
+    mode: str,
+    delta0: float,
+    delta1: float,
+    alpha1: float,
+    alpha2: float,
+    lim: float,
+) -> Multipliers:
+    """One FRL update (Algorithm 1, lines 7-8 / Eq. 11) from class-wise validation errors.
+
+    ``mode`` "rw" updates ``lambda0, lambda1`` (Reweight), "rm" updates ``lambda2`` (Remargin),
+    "rwrm" both; the others are returned unchanged.
+    """
+    if mode not in FRL_MODES:
+        raise ValueError(f"mode must be one of {FRL_MODES}, got {mode!r}")
+    for name, value in (("alpha1", alpha1), ("alpha2", alpha2)):
+        if not (math.isfinite(value) and value >= 0.0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if not (math.isfinite(lim) and lim > 0.0):
+        raise ValueError(f"lim must be a finite number > 0, got {lim}")
+    g0, g1 = fairness_gaps(std_err, bndy_err, delta0, delta1)
+    lambda0, lambda1, lambda2 = multipliers
+    if mode in ("rw", "rwrm"):
+        lambda0 = project_multipliers(lambda0 + alpha1 * g0, lim)
+        lambda1 = project_multipliers(lambda1 + 2.0 * alpha1 * g1, lim)
+    if mode in ("rm", "rwrm"):
+        lambda2 = np.asarray(lambda2, dtype=np.float64) + alpha2 * g1
+    return Multipliers(lambda0, lambda1, lambda2)
+
+
+def remargin_eps(
+    base_eps: float,
+    lambda2: np.ndarray,
+    *,
+    clamp: tuple[float, float] = (0.98, 3.0),
+    cap: float | None = None,
+) -> np.ndarray:
+    """Per-class budgets ``eps_c = base_eps clamp(exp(2 lambda2_c), *clamp)``, then ``min(., cap)``
+    (FRL Remargin, §4.3)."""
+    factor = np.clip(np.exp(2.0 * np.asarray(lambda2, dtype=np.float64)), *clamp)
+    eps = base_eps * factor
+    return eps if cap is None else np.minimum(eps, cap)
