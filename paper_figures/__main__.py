@@ -80,6 +80,9 @@ def _all_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="data folder")
     p.add_argument("--seeds", default=None, help="comma-separated seeds")
     p.add_argument("--device", default=None, help="torch device of the deep scripts")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of runs from scratch")
+    p.add_argument("--train-per-class", type=int, default=None, help="training subset per class")
+    p.add_argument("--test-per-class", type=int, default=None, help="test subset per class")
     p.add_argument("--autoattack", action=argparse.BooleanOptionalAction, default=None,
                    help="evaluate AutoAttack too")  # fmt: skip
     p.add_argument(
@@ -119,7 +122,15 @@ def _script_argv(script: Script, args: argparse.Namespace) -> list[str]:
         argv += ["--runs-dir", str(args.runs_dir)]
     if script.kind == "deep":
         argv += ["--runs-dir", str(args.runs_dir)]
-        for option in ("dataset", "data_dir", "seeds", "device"):
+        for option in (
+            "dataset",
+            "data_dir",
+            "seeds",
+            "device",
+            "epochs",
+            "train_per_class",
+            "test_per_class",
+        ):
             value = getattr(args, option)
             if value is not None:
                 argv += [f"--{option.replace('_', '-')}", str(value)]

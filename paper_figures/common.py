@@ -80,6 +80,24 @@ def build_parser(name: str, description: str, *, deep: bool = True) -> argparse.
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: deep.train's)")
     parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of the runs from scratch (default: deep.train's per data set; 4 with --quick)",
+    )
+    parser.add_argument(
+        "--train-per-class",
+        type=int,
+        default=None,
+        help="train every run on a stratified subset of this many images per class",
+    )
+    parser.add_argument(
+        "--test-per-class",
+        type=int,
+        default=None,
+        help="evaluate on a stratified test subset of this many images per class",
+    )
+    parser.add_argument(
         "--autoattack",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -119,6 +137,10 @@ def parse_args(
             parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
         if not seeds or any(s < 0 for s in seeds):
             parser.error(f"--seeds must list integers >= 0, got {args.seeds!r}")
+    for option in ("epochs", "train_per_class", "test_per_class"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} must be >= 1, got {value}")
     autoattack = args.autoattack
     if autoattack is None:
         autoattack = dataset in ("cifar10", "cifar100", "svhn") and not args.quick
@@ -128,6 +150,9 @@ def parse_args(
         quick=bool(args.quick),
         seeds=seeds,
         autoattack=bool(autoattack),
+        epochs=args.epochs,
+        train_per_class=args.train_per_class,
+        test_per_class=args.test_per_class,
     )
     return args
 
@@ -141,6 +166,9 @@ class Profile:
     quick: bool = False
     seeds: tuple[int, ...] = (0,)
     autoattack: bool = False
+    epochs: int | None = None
+    train_per_class: int | None = None
+    test_per_class: int | None = None
 
     @property
     def is_cifar(self) -> bool:
@@ -149,6 +177,8 @@ class Profile:
     @property
     def scratch_epochs(self) -> int | None:
         """None: deep.train's per-dataset default (CIFAR-10 200, CIFAR-100 100, F-MNIST 10)."""
+        if self.epochs is not None:
+            return self.epochs
         return 4 if self.quick else None
 
     @property
@@ -175,7 +205,14 @@ class Profile:
     def describe(self) -> str:
         """One line for figure captions and CSV headers."""
         seeds = ",".join(str(s) for s in self.seeds)
-        return f"{self.dataset}, seeds {seeds}" + (", --quick" if self.quick else "")
+        text = f"{self.dataset}, seed{'s' if len(self.seeds) > 1 else ''} {seeds}"
+        if self.quick:
+            text += ", --quick"
+        if self.train_per_class:
+            text += f", {self.train_per_class} train/class"
+        if self.test_per_class:
+            text += f", {self.test_per_class} test/class"
+        return text
 
     # -- deep.train options ---------------------------------------------------------------------
     def _common(self, method: str, seed: int, model: str | None) -> list[str]:
@@ -185,6 +222,10 @@ class Profile:
         if model:
             argv += ["--model", model]
         argv += ["--final-attacks", ",".join(self.final_attacks)]
+        if self.train_per_class:
+            argv += ["--train-per-class", str(self.train_per_class)]
+        if self.test_per_class:
+            argv += ["--final-n-per-class", str(self.test_per_class)]
         return argv
 
     def scratch(

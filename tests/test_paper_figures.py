@@ -1,0 +1,267 @@
+"""paper_figures: the dispatcher, the run cache, and a representative subset of the scripts.
+
+Theory scripts are checked against the papers' closed forms computed here with scipy; the deep
+scripts run for real on digits with tiny settings (1 epoch, small subsets) and their CSVs are
+checked against the run folders' own final.json / class_weights.csv files.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import math
+import pkgutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import rel_entr
+from scipy.stats import norm
+
+import paper_figures
+from paper_figures import __main__ as dispatcher
+from paper_figures.common import Profile
+from paper_figures.runs import RunError, RunSpec, ensure_run, mean_std, read_final
+
+# Tiny deep settings shared by the tests below (so their runs are shared through the cache).
+TINY = ["--quick", "--epochs", "1", "--train-per-class", "12", "--test-per-class", "6", "--quiet"]
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+# --------------------------------------------------------------------------------------------
+# dispatcher
+# --------------------------------------------------------------------------------------------
+def test_list_names_every_script_module_and_each_has_main(capsys):
+    assert dispatcher.main(["list"]) == 0
+    listed = capsys.readouterr().out
+    helpers = {"__main__", "style", "runs", "common", "aggregate", "faal", "faal_figures",
+               "faal_tables"}  # fmt: skip
+    modules = {m.name for m in pkgutil.iter_modules(paper_figures.__path__)} - helpers
+    assert modules == {s.name for s in dispatcher.SCRIPTS}
+    for name in modules:
+        assert name in listed
+        assert callable(importlib.import_module(f"paper_figures.{name}").main)
+
+
+def test_dispatcher_rejects_unknown_names(capsys):
+    assert dispatcher.main(["no_such_figure"]) == 2
+    assert "no_such_figure" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        dispatcher.main(["all", "--only", "astrology"])
+    assert exc.value.code == 2
+
+
+def test_bad_option_values_exit_2(tmp_path):
+    from paper_figures import frl_fig1, theory_curves
+
+    with pytest.raises(SystemExit) as exc:
+        theory_curves.main(["--eps", "0.3", "--eta", "0.2", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        frl_fig1.main(["--seeds", "0,x", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+
+
+def test_all_runs_the_selected_kinds(tmp_path):
+    status = dispatcher.main(
+        ["all", "--quick", "--only", "theory", "--out", str(tmp_path), "--quiet"]
+    )
+    assert status == 0
+    assert {p.name for p in tmp_path.glob("*.png")} == {"theory_curves.png", "dro_weights.png"}
+
+
+# --------------------------------------------------------------------------------------------
+# theory scripts against the papers' closed forms
+# --------------------------------------------------------------------------------------------
+def test_theory_curves_follow_theorems_1_and_2(tmp_path):
+    from paper_figures import theory_curves
+
+    d, eta, sigma, k = 100, 0.2, 1.0, 2.0
+    assert theory_curves.main(["--quick", "--out", str(tmp_path), "--quiet"]) == 0
+    rows = [r for r in _rows(tmp_path / "theory_curves.csv") if r["sweep"] == "eps"]
+    q = 2 * math.log(k) / (k**2 - 1)
+    a = 2 / (k**2 - 1) * math.sqrt(d) * eta / sigma
+    nat = {
+        "-1": norm.cdf(a - k * math.sqrt(a**2 + q)),
+        "+1": norm.cdf(-k * a + math.sqrt(a**2 + q)),
+    }
+    checked = 0
+    for r in rows:
+        eps = float(r["eps"])
+        if r["classifier"] == "natural":
+            expected = nat[r["class"]]
+        else:  # FRL Theorem 2
+            b = 2 / (k**2 - 1) * math.sqrt(d) * (eta - eps) / sigma
+            shift = math.sqrt(d) * eps / sigma
+            expected = (
+                norm.cdf(b - k * math.sqrt(b**2 + q) - shift)
+                if r["class"] == "-1"
+                else norm.cdf(-k * b + math.sqrt(b**2 + q) - shift / k)
+            )
+        assert float(r["standard_error"]) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert float(r["boundary_error"]) == pytest.approx(
+            float(r["robust_error"]) - float(r["standard_error"]), abs=1e-12
+        )
+        checked += 1
+    assert checked == len(rows) > 40
+    assert (tmp_path / "theory_curves.png").stat().st_size > 10_000
+
+
+def test_dro_weights_are_on_the_simplex_and_use_the_whole_kl_budget(tmp_path):
+    from paper_figures import dro_weights
+
+    losses = [0.3, -0.2, -0.5, -0.9]
+    argv = ["--quick", "--losses", ",".join(map(str, losses)), "--tau-max", "1.5"]
+    assert dro_weights.main(argv + ["--out", str(tmp_path), "--quiet"]) == 0
+    rows = _rows(tmp_path / "dro_weights.csv")
+    taus = sorted({float(r["tau"]) for r in rows})
+    values = []
+    for tau in taus:
+        w = np.array([float(r["weight_forward"]) for r in rows if float(r["tau"]) == tau])
+        v = np.array([float(r["weight_reverse"]) for r in rows if float(r["tau"]) == tau])
+        u = np.full(len(losses), 1 / len(losses))
+        assert w.sum() == pytest.approx(1.0, abs=1e-12) and np.all(w > 0)
+        assert v.sum() == pytest.approx(1.0, abs=1e-12)
+        # the losses differ, so the constraint is active at the optimum: KL(u || w) = tau, and
+        # KL(w || u) = tau while tau < log C (beyond, all weight goes to the worst class)
+        assert rel_entr(u, w).sum() == pytest.approx(tau, abs=1e-8)
+        assert rel_entr(v, u).sum() == pytest.approx(min(tau, math.log(len(losses))), abs=1e-6)
+        assert list(np.argsort(-w)) == list(
+            np.argsort(-np.array(losses))
+        )  # worse class, more weight
+        values.append(float(w @ np.array(losses)))
+    assert values[0] == pytest.approx(np.mean(losses), abs=1e-12)
+    assert all(b >= a - 1e-12 for a, b in zip(values, values[1:]))
+
+
+# --------------------------------------------------------------------------------------------
+# the run cache
+# --------------------------------------------------------------------------------------------
+def _tiny_spec(seed: int = 0, **kw) -> RunSpec:
+    profile = Profile("digits", quick=True, epochs=1, train_per_class=12, test_per_class=6)
+    return profile.scratch("pgd-at", seed, **kw)
+
+
+def test_ensure_run_trains_once_then_reuses(cache):
+    messages = []
+    spec = _tiny_spec()
+    run_dir = ensure_run(spec, cache, log=messages.append)
+    final = read_final(run_dir)
+    assert final["method"] == "pgd-at" and final["results"]["clean"]["counts"] == [6] * 10
+    stamp = (run_dir / "final.json").stat().st_mtime_ns
+    trained = len(messages)
+    assert ensure_run(spec, cache, log=messages.append) == run_dir
+    assert len(messages) == trained  # nothing trained the second time
+    assert (run_dir / "final.json").stat().st_mtime_ns == stamp
+    assert _tiny_spec(seed=1).key != spec.key  # another setting, another folder
+
+
+def test_ensure_run_reports_a_failing_run_with_its_log(cache):
+    bad = RunSpec("bad", ("--dataset", "digits", "--method", "pgd-at", "--epochs", "0"))
+    with pytest.raises(RunError, match="--epochs must be >= 1"):
+        ensure_run(bad, cache, log=None)
+
+
+def test_run_spec_refuses_reserved_options():
+    with pytest.raises(ValueError, match="--out"):
+        RunSpec("x", ("--out", "somewhere"))
+
+
+def test_corrupt_final_json_is_named(tmp_path):
+    (tmp_path / "final.json").write_text("{not json")
+    with pytest.raises(RunError, match="final.json"):
+        read_final(tmp_path)
+
+
+def test_mean_std_is_the_sample_standard_deviation():
+    mean, std = mean_std([1.0, 2.0, 4.0])
+    assert mean == pytest.approx(7 / 3)
+    assert std == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
+    assert mean_std([3.0]) == (3.0, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# deep scripts, for real on digits (tiny)
+# --------------------------------------------------------------------------------------------
+def test_frl_fig1_reports_the_runs_final_json(tmp_path, cache):
+    from paper_figures import frl_fig1
+
+    assert frl_fig1.main(TINY + ["--runs-dir", str(cache), "--out", str(tmp_path)]) == 0
+    finals = {}
+    for run_dir in cache.iterdir():
+        if (run_dir / "final.json").exists():
+            f = read_final(run_dir)
+            if f.get("seed") == 0 and run_dir.name.startswith(("natural-", "pgd-at-", "trades-")):
+                if f["results"]["clean"]["counts"] == [6] * 10:
+                    finals[f["method"]] = f
+    assert set(finals) == {"natural", "pgd-at", "trades"}
+    rows = _rows(tmp_path / "frl_fig1.csv")
+    assert len(rows) == 30
+    for r in rows:
+        errors = finals[r["method"]]["frl_errors"]
+        c = int(r["class_index"])
+        assert float(r["standard_error_pct"]) == pytest.approx(
+            100 * errors["standard"]["per_class"][c]
+        )
+        assert float(r["robust_error_pct"]) == pytest.approx(100 * errors["robust"]["per_class"][c])
+    table = _rows(tmp_path / "frl_table1.csv")
+    assert len(table) == 10 and sum(r["selected"] == "hardest" for r in table) == 2
+    for r in table:
+        assert float(r["std_err_diff"]) == pytest.approx(
+            float(r["std_err_pgd_at"]) - float(r["std_err_natural"])
+        )
+    assert (tmp_path / "frl_fig1.png").exists() and (tmp_path / "frl_table1.md").exists()
+
+
+def test_faal_fig6_shows_the_logged_class_weights(tmp_path, cache):
+    from paper_figures import faal_fig6
+
+    assert faal_fig6.main(TINY + ["--runs-dir", str(cache), "--out", str(tmp_path)]) == 0
+    runs = [d for d in cache.iterdir() if d.name.startswith("faal-at-from-pgd-at-s0-")]
+    assert len(runs) == 1
+    with (runs[0] / "class_weights.csv").open(newline="") as f:
+        logged = np.array([[float(v) for v in r[2:]] for r in list(csv.reader(f))[1:]])
+    lines = (runs[0] / "metrics.jsonl").read_text().splitlines()
+    steps = sum(json.loads(line)["train"]["steps"] for line in lines if line.strip())
+    assert logged.shape == (steps, 10)
+    rows = _rows(tmp_path / "faal_fig6.csv")
+    average = [float(r["weight"]) for r in rows if r["panel"].startswith("average")]
+    np.testing.assert_allclose(average, logged.mean(axis=0), rtol=1e-12)
+    assert sum(average) == pytest.approx(1.0, abs=1e-5)
+    uniform = [float(r["weight"]) for r in rows if r["panel"] == "uniform"]
+    assert uniform == [0.1] * 10
+
+
+def test_frl_fig2_reads_the_simulation(tmp_path, cache):
+    from paper_figures import frl_fig2
+
+    assert frl_fig2.main(["--quick", "--runs-dir", str(cache), "--out", str(tmp_path),
+                          "--quiet"]) == 0  # fmt: skip
+    rows = _rows(tmp_path / "frl_fig2.csv")
+    assert len(rows) == 4 * 2 * 3
+    # the optimal linear classifiers' exact errors (FRL Thm 1-2 with d = 2, eta = 2, K = sqrt 2)
+    d, eta, k, eps = 2, 2.0, math.sqrt(2.0), 0.5
+    q = 2 * math.log(k) / (k**2 - 1)
+    a = 2 / (k**2 - 1) * math.sqrt(d) * eta
+    b = 2 / (k**2 - 1) * math.sqrt(d) * (eta - eps)
+    expected = {
+        ("natural", "-1"): norm.cdf(a - k * math.sqrt(a**2 + q)),
+        ("natural", "+1"): norm.cdf(-k * a + math.sqrt(a**2 + q)),
+        ("robust", "-1"): norm.cdf(b - k * math.sqrt(b**2 + q) - math.sqrt(d) * eps),
+        ("robust", "+1"): norm.cdf(-k * b + math.sqrt(b**2 + q) - math.sqrt(d) * eps / k),
+    }
+    for r in rows:
+        if r["metric"] == "standard":
+            kind = r["classifier"].split("-")[1]
+            assert float(r["theory_optimal"]) == pytest.approx(expected[(kind, r["class"])])
+        assert float(r["ci_low"]) <= float(r["test_error"]) <= float(r["ci_high"])
