@@ -91,7 +91,7 @@ def _grouped_class_bars(ax, classes, series, *, ylabel):
     ax.set_ylim(0, 105)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=6.5, loc="lower left")
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
 
 
 def _std_or_none(std, seeds):
@@ -128,7 +128,7 @@ def figure2(ctx: _Context, stem: str):
         ax.set_ylabel(f"{which} {'class ' if which == 'worst' else ''}accuracy (%)")
         ax.set_ylim(0, 105)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower left")
         ax.set_title(f"{which}{'-class' if which == 'worst' else ''} test accuracy", fontsize=9)
     fig.suptitle(f"FAAL supp. Fig. 2: {FIGURES['2']} — {p.describe()}", fontsize=10)
     header = ["method", "result", "statistic", "mean_pct", "std_pct", "seeds"]

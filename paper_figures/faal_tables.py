@@ -50,12 +50,12 @@ __all__ = ["TABLES", "TableRow", "table_rows", "main"]
 
 #: What each table shows (titles follow the supplement).
 TABLES = {
-    1: "from scratch (TRADES family), clean / AA and CIFAR-10-C corruptions",
-    2: "fine-tuning PGD-AT and TRADES models with FRL-RWRM or FAAL (PRN-18 on CIFAR-10)",
-    3: "fine-tuning PGD-AT / TRADES / MART / TRADES-AWP models (WRN-34-10 on CIFAR-10)",
-    4: "training from scratch (PRN-18 on CIFAR-10)",
-    5: "FAAL_AT fine-tuning for more epochs (WRN-34-10 PGD-AT model)",
-    6: "fine-tuning a TRADES model and FAAL from scratch (ResNet-18 on CIFAR-100)",
+    1: "from scratch (TRADES family), clean / AA and CIFAR-10-C corruptions [paper: PRN-18]",
+    2: "fine-tuning PGD-AT and TRADES models with FRL-RWRM or FAAL [paper: PRN-18, CIFAR-10]",
+    3: "fine-tuning PGD-AT / TRADES / MART / TRADES-AWP models [paper: WRN-34-10, CIFAR-10]",
+    4: "training from scratch [paper: PRN-18, CIFAR-10]",
+    5: "FAAL_AT fine-tuning for more epochs [paper: WRN-34-10 PGD-AT model, CIFAR-10]",
+    6: "fine-tuning a TRADES model (tau 0.05), FAAL from scratch [paper: ResNet-18, CIFAR-100]",
 }
 
 #: The corruptions of Table 1 (CIFAR-10-C file names).

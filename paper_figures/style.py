@@ -7,6 +7,7 @@ figure; errors and accuracies are shown in percent.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -101,10 +102,16 @@ def new_figure(width: float, height: float, *, layout: str | None = "constrained
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = DPI) -> Path:
-    """Write ``fig`` as PNG (parents created, tight bounding box); return the path."""
+    """Write ``fig`` as a palette PNG (256 colours: small files; parents created); the path."""
+    from PIL import Image
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        image.convert("RGB").quantize(colors=256).save(path, format="PNG", optimize=True)
     return path
 
 

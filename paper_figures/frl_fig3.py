@@ -1,0 +1,146 @@
+"""FRL Figure 3: for one class, upweighting its boundary error vs enlarging its attack budget.
+
+FRL §5.3: fine-tuning the PGD-AT model with the FRL loss (CE + 1.5 KL, SPEC §4) where one class
+("deer" on CIFAR-10) gets (a) a boundary-error (KL) weight ratio r = 1.0 ... 4.5 over the other
+classes, or (b) an attack budget eps_c = r eps, r = 1.0 ... 2.5; the other classes keep weight
+and budget. Upweighting trades the class's boundary error for standard error; a larger budget
+lowers its boundary and robust error without raising its standard error (the reason for FRL's
+Remargin).
+
+The fixed ratios are FRL multipliers held constant (``frl-rw`` / ``frl-rm`` with the multiplier
+rates set to 0; see ``RunSpec.fixed_frl``): lambda1_c = (r - 1) / (r + C - 1) gives w1_c / w1_j = r
+under FRL's weights w = 1/C + lambda - mean(lambda); lambda2_c = log(r) / 2 gives eps_c = r eps
+(budget cap raised to 2.5 eps). The first batch of each run trains with uniform multipliers.
+
+    python -m paper_figures.frl_fig3 --quick
+    python -m paper_figures.frl_fig3 --dataset cifar10 --data-dir DIR --device cuda   # "deer"
+
+Writes ``frl_fig3.png`` and ``frl_fig3.csv`` (experiment, ratio, error kind, mean, std, seeds).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from paper_figures.aggregate import per_class_error
+from paper_figures.common import Profile, build_parser, make_logger, parse_args, write_csv
+from paper_figures.runs import RunSpec, ensure_run, mean_std, read_final
+from paper_figures.style import METRIC_COLORS, new_figure, save_figure
+
+__all__ = ["WEIGHT_RATIOS", "EPS_RATIOS", "fixed_multipliers", "main"]
+
+NAME = "frl_fig3"
+WEIGHT_RATIOS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5)
+EPS_RATIOS = (1.0, 1.5, 2.0, 2.5)
+#: FRL's own choice on CIFAR-10; elsewhere the PGD-AT model's worst robust class is used.
+PAPER_CLASS = {"cifar10": "deer"}
+
+
+def fixed_multipliers(num_classes: int, target: int, *, weight_ratio=1.0, eps_ratio=1.0):
+    """(lambda0, lambda1, lambda2) giving class ``target`` a boundary weight ``weight_ratio``
+    times the others' and a budget ``eps_ratio`` times the base budget (FRL Eq. 9-11)."""
+    if weight_ratio < 1 or eps_ratio < 1:
+        raise ValueError("ratios must be >= 1")
+    lam1 = [0.0] * num_classes
+    lam2 = [0.0] * num_classes
+    lam1[target] = (weight_ratio - 1.0) / (weight_ratio + num_classes - 1.0)
+    lam2[target] = 0.5 * math.log(eps_ratio)
+    return (tuple([0.0] * num_classes), tuple(lam1), tuple(lam2))
+
+
+def _spec(profile: Profile, base: RunSpec, seed: int, classes, target, kind, ratio, eps):
+    mode = "frl-rw" if kind == "weight" else "frl-rm"
+    kw = {"weight_ratio": ratio} if kind == "weight" else {"eps_ratio": ratio}
+    spec = profile.frl_finetune(
+        base, mode, seed, 0.05, "--frl-alpha1", "0", "--frl-alpha2", "0",
+        *(["--frl-eps-cap", repr(max(EPS_RATIOS) * eps)] if kind == "eps" else []),
+        name=f"fixed-{kind}{ratio:g}-c{target}",
+    )  # fmt: skip
+    return RunSpec(spec.name, spec.argv, spec.init,
+                   fixed_multipliers(len(classes), target, **kw))  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser(NAME, __doc__.splitlines()[0])
+    parser.add_argument(
+        "--target-class",
+        default=None,
+        help="class name or index (default: 'deer' on CIFAR-10, else the PGD-AT model's class "
+        "with the highest robust error)",
+    )
+    args = parse_args(parser, argv)
+    profile = args.profile
+    log = make_logger(args.quiet)
+
+    def run(spec):
+        return ensure_run(spec, args.runs_dir, device=args.device, log=log)
+
+    bases = {s: profile.scratch("pgd-at", s) for s in profile.seeds}
+    base_final = read_final(run(bases[profile.seeds[0]]))
+    classes = list(base_final["classes"])
+    eps = float(base_final["eps"])  # the training budget of the base run (deep.train's default)
+    wanted = args.target_class or PAPER_CLASS.get(profile.dataset)
+    if wanted is None:
+        target = int(np.argmax(base_final["frl_errors"]["robust"]["per_class"]))
+    elif wanted in classes:
+        target = classes.index(wanted)
+    elif wanted.isdigit() and int(wanted) < len(classes):
+        target = int(wanted)
+    else:
+        parser.error(f"--target-class must be a class name or index of {classes}, got {wanted!r}")
+    weight_ratios = (1.0, 2.5, 4.5) if profile.quick else WEIGHT_RATIOS
+    eps_ratios = (1.0, 2.5) if profile.quick else EPS_RATIOS
+
+    rows, curves = [], {}
+    for kind, ratios in (("weight", weight_ratios), ("eps", eps_ratios)):
+        for ratio in ratios:
+            finals = [
+                read_final(run(_spec(profile, bases[s], s, classes, target, kind, ratio, eps)))
+                for s in profile.seeds
+            ]
+            for err in ("standard", "boundary", "robust"):
+                mean, std = mean_std([per_class_error(f, err)[target] for f in finals])
+                curves.setdefault((kind, err), []).append((ratio, mean, std))
+                rows.append((kind, ratio, classes[target], err, mean, std, len(finals)))
+
+    fig = new_figure(10.0, 3.8)
+    titles = {
+        "weight": "(a) upweight its boundary error",
+        "eps": "(b) enlarge its perturbation budget",
+    }
+    for k, kind in enumerate(("weight", "eps")):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for err in ("standard", "boundary", "robust"):
+            pts = curves[(kind, err)]
+            ax.errorbar(
+                [p[0] for p in pts], [p[1] for p in pts],
+                yerr=[p[2] for p in pts] if len(profile.seeds) > 1 else None,
+                fmt="-o", color=METRIC_COLORS[err], label=f"{err} error", capsize=2,
+            )  # fmt: skip
+        ax.set_xlabel("boundary-weight ratio" if kind == "weight" else "eps ratio (eps_c / eps)")
+        ax.set_ylabel(f"test error of class '{classes[target]}' (%)")
+        ax.set_title(titles[kind], fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"FRL Fig. 3: class '{classes[target]}', fine-tuning the PGD-AT model — "
+        f"{profile.describe()}",
+        fontsize=10,
+    )
+    png = save_figure(fig, args.out / f"{NAME}.png")
+    csv_path = write_csv(
+        args.out / f"{NAME}.csv",
+        ["experiment", "ratio", "class", "error", "mean_pct", "std_pct", "seeds"],
+        rows,
+    )
+    print(png)
+    print(csv_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
