@@ -9,6 +9,7 @@ is reported as mean and sample standard deviation (``runs.mean_std``).
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -104,7 +105,9 @@ def render_table(
 ) -> Path:
     """Draw a table of strings as a PNG (header bold, every other row shaded)."""
     width = first_width + col_width * (len(header) - 1)
-    height = 0.45 + 0.25 * (len(rows) + 1)
+    lines = textwrap.wrap(title, max(40, int(width * 14)))
+    title_height = 0.18 * len(lines) + 0.1
+    height = title_height + 0.25 * (len(rows) + 1)
     fig = new_figure(width, height, layout=None)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_axis_off()
@@ -114,7 +117,7 @@ def render_table(
         colLabels=list(header),
         colWidths=widths,
         cellLoc="center",
-        bbox=(0.0, 0.0, 1.0, 1.0 - 0.3 / height),
+        bbox=(0.0, 0.0, 1.0, 1.0 - title_height / height),
     )
     table.auto_set_font_size(False)
     table.set_fontsize(8)
@@ -126,7 +129,7 @@ def render_table(
             cell.set_facecolor("#f4f4f4")
         if c == 0:
             cell.set_text_props(ha="left")
-    ax.text(0.5, 1.0 - 0.12 / height, title, ha="center", va="center", fontsize=9,
+    ax.text(0.5, 1.0 - 0.05 / height, "\n".join(lines), ha="center", va="top", fontsize=8.5,
             transform=ax.transAxes)  # fmt: skip
     return save_figure(fig, path)
 

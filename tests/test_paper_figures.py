@@ -265,3 +265,30 @@ def test_frl_fig2_reads_the_simulation(tmp_path, cache):
             kind = r["classifier"].split("-")[1]
             assert float(r["theory_optimal"]) == pytest.approx(expected[(kind, r["class"])])
         assert float(r["ci_low"]) <= float(r["test_error"]) <= float(r["ci_high"])
+
+
+def test_fixed_multipliers_give_the_requested_ratios():
+    from paper_figures.frl_fig3 import fixed_multipliers
+
+    lam0, lam1, lam2 = fixed_multipliers(10, 4, weight_ratio=4.5, eps_ratio=2.5)
+    # FRL's class weights w = 1/C + lambda - mean(lambda) (SPEC §4), computed here
+    w1 = 0.1 + np.array(lam1) - np.mean(lam1)
+    assert w1[4] / w1[0] == pytest.approx(4.5)
+    assert np.allclose(np.delete(w1, 4), w1[0]) and w1.sum() == pytest.approx(1.0)
+    assert math.exp(2 * lam2[4]) == pytest.approx(2.5) and lam0 == (0.0,) * 10
+    with pytest.raises(ValueError, match="alpha"):
+        RunSpec("x", ("--method", "frl-rw"), fixed_frl=(lam0, lam1, lam2))
+
+
+def test_a_run_with_fixed_frl_multipliers_keeps_them(cache):
+    from paper_figures.frl_fig3 import fixed_multipliers
+
+    profile = Profile("digits", quick=True, epochs=1, train_per_class=12, test_per_class=6)
+    spec = profile.frl_finetune(
+        _tiny_spec(), "frl-rw", 0, 0.05, "--frl-alpha1", "0", "--frl-alpha2", "0", epochs=2
+    )
+    fixed = RunSpec(spec.name, spec.argv, spec.init, fixed_multipliers(10, 3, weight_ratio=3.0))
+    run_dir = ensure_run(fixed, cache, log=None)
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        w1 = json.loads(line)["frl"]["next_bndy_weights"]
+        assert w1[3] / w1[0] == pytest.approx(3.0)
