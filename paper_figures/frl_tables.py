@@ -3,7 +3,7 @@
 Rows (FRL §5.1-5.2): PGD-AT, TRADES with 1/lambda = 1 and 6 (``--beta``), all from scratch;
 Baseline Reweight and FRL Reweight / Remargin / Reweight+Remargin at tau = 0.05 and 0.07, each
 fine-tuned from the PGD-AT model of the same seed (lr 1e-3, decayed x0.1 half way; 80 epochs on
-CIFAR / SVHN as in the paper, 10 on Fashion-MNIST, 3 with ``--quick``). Table 2 is CIFAR-10,
+CIFAR / SVHN as in the paper, 10 on Fashion-MNIST, 4 with ``--quick``). Table 2 is CIFAR-10,
 Table 3 is SVHN: the same script with ``--dataset svhn``. Errors are the test-set FRL errors of
 each run's ``final.json`` (robust = PGD-20), mean ± std over seeds.
 

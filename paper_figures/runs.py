@@ -219,6 +219,12 @@ def ensure_run(
         except SystemExit as exc:  # argparse errors (exit status 2)
             status = exc.code if isinstance(exc.code, int) else 2
             print(exc.code if not isinstance(exc.code, int) else "", flush=True)
+        except (KeyboardInterrupt, RunError):
+            raise
+        except Exception as exc:  # noqa: BLE001 (reported with the run and its log)
+            raise RunError(
+                f"deep.train raised {type(exc).__name__}: {exc} for {run_dir} (log: {log_path})"
+            ) from exc
     if status == 130:
         raise KeyboardInterrupt
     if status != 0 or not (run_dir / "final.json").exists():
