@@ -292,3 +292,12 @@ def test_a_run_with_fixed_frl_multipliers_keeps_them(cache):
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         w1 = json.loads(line)["frl"]["next_bndy_weights"]
         assert w1[3] / w1[0] == pytest.approx(3.0)
+
+
+def test_all_passes_the_common_options_to_deep_scripts(tmp_path, cache):
+    # the runs are in the module's cache from the tests above: this reads them back
+    argv = ["all", "--only", "frl_fig1,faal_fig6", "--runs-dir", str(cache), "--out", str(tmp_path)]
+    assert dispatcher.main(argv + TINY) == 0
+    assert {p.name for p in tmp_path.glob("*.png")} == {"frl_fig1.png", "faal_fig6.png"}
+    first = _rows(tmp_path / "frl_fig1.csv")
+    assert first and all(r["seeds"] == "1" for r in first)
