@@ -301,3 +301,28 @@ def test_all_passes_the_common_options_to_deep_scripts(tmp_path, cache):
     assert {p.name for p in tmp_path.glob("*.png")} == {"frl_fig1.png", "faal_fig6.png"}
     first = _rows(tmp_path / "frl_fig1.csv")
     assert first and all(r["seeds"] == "1" for r in first)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "fashion-mnist"])
+def test_every_table_row_is_a_valid_deep_train_command(dataset):
+    from deep.train import build_parser, resolve_config
+    from paper_figures import faal_tables, frl_tables
+
+    profile = Profile(dataset, data_dir="DIR", seeds=(0, 1), autoattack=True)
+    specs = [s for t in faal_tables.TABLES for row in faal_tables.table_rows(profile, t)
+             for s in row.specs]  # fmt: skip
+    specs += frl_tables.row_specs(profile, 0)
+    seen = 0
+    while specs:
+        spec = specs.pop()
+        parser = build_parser()
+        argv = list(spec.argv) + (["--init", "base.pt"] if spec.init else [])
+        cfg = resolve_config(parser.parse_args(argv), parser)  # exits 2 on a bad value
+        assert cfg["dataset"] == dataset and "aa" in cfg["final_attacks"]
+        if spec.init is not None:
+            specs.append(spec.init)
+            assert cfg["epochs"] in (2, 4, 6, 8, 80 if dataset != "fashion-mnist" else 10)
+        seen += 1
+    assert seen > 50
+    wrn = faal_tables.table_rows(profile, 3)[0].specs[0].argv
+    assert ("--model" in wrn) == (dataset != "fashion-mnist")
