@@ -166,6 +166,17 @@ def test_ensure_run_trains_once_then_reuses(cache):
     assert _tiny_spec(seed=1).key != spec.key  # another setting, another folder
 
 
+def test_ensure_run_resumes_a_run_without_final_json(cache):
+    spec = _tiny_spec()
+    run_dir = ensure_run(spec, cache, log=None)
+    before = read_final(run_dir)
+    (run_dir / "final.json").unlink()  # as if interrupted after the last checkpoint
+    messages = []
+    assert ensure_run(spec, cache, log=messages.append) == run_dir
+    assert messages[0].startswith("resuming")
+    assert read_final(run_dir)["results"] == before["results"]  # same model, same attack seeds
+
+
 def test_ensure_run_reports_a_failing_run_with_its_log(cache):
     bad = RunSpec("bad", ("--dataset", "digits", "--method", "pgd-at", "--epochs", "0"))
     with pytest.raises(RunError, match="--epochs must be >= 1"):
