@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from deep import distributed as dd
 from deep.attacks import pgd_attack, trades_attack
@@ -636,6 +637,53 @@ class Trainer:
         params = torch.cat([p.detach().reshape(-1).float() for p in self.model.parameters()])
         return {"class_weights": _tensor_hash(weights), "model": _tensor_hash(params)}
 
+    def finish_epoch(self, *, lr: float, class_eps: list[float]) -> tuple[dict, list]:
+        """End the epoch: read its metrics, validate, update FRL / baseline weights, step the
+        schedule. Returns the metrics.jsonl record (without the epoch time) and the per-step
+        class weights of the epoch."""
+        cfg, epoch, w = self.cfg, self.epoch, self.weighting
+        train, weight_steps = self.read_epoch_metrics()
+        record = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train": {k: v for k, v in train.items() if k != "class_weights"},
+            "class_weights": train["class_weights"],
+            "class_eps": class_eps,
+        }
+        if isinstance(w, FAALWeighting):
+            w.end_epoch()
+            record["tau"] = w.tau_at(epoch)
+        if cfg["debug"]:  # one entry per rank: equal when the ranks agree bit for bit
+            record["debug_hashes"] = dd.all_gather_object(self.debug_hashes(), self.ctx)
+        if len(self.dataset.val):
+            val = self.evaluate(self.dataset.val, ("clean", "pgd20"), seed=cfg["seed"])
+            keys = ("per_class", "average", "worst")
+            record["val"] = {name: {k: v[k] for k in keys} for name, v in val.items()}
+            if self.preset.needs_validation:
+                errors = frl_errors(val)
+                # FRL decays its multiplier rates with the learning rate (FRL §5.1).
+                w.update_from_validation(
+                    errors["standard"]["per_class"],
+                    errors["boundary"]["per_class"],
+                    rate_scale=lr / cfg["lr"],
+                )
+            if isinstance(w, FRLWeighting):
+                record["frl"] = {
+                    "lambda0": w.lambda0.tolist(),
+                    "lambda1": w.lambda1.tolist(),
+                    "lambda2": w.lambda2.tolist(),
+                    "next_nat_weights": w.nat_weight_values().tolist(),
+                    "next_bndy_weights": w.bndy_weight_values().tolist(),
+                    "next_class_eps": w.eps_values().tolist(),
+                }
+            if isinstance(w, BaselineReweight):
+                record["baseline_worst_class"] = w.worst_class
+        self.scheduler.step()
+        self.epoch += 1
+        self.step = 0
+        self.reset_epoch_metrics()
+        return record, weight_steps
+
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(
         self,
@@ -780,10 +828,6 @@ class StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-class _Interrupted(Exception):
-    pass
-
-
 # --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
@@ -891,27 +935,21 @@ def main(
         dd.shutdown(ctx)
 
 
-def _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end) -> int:  # noqa: C901
+def _set_threads(cfg: dict, ctx: dd.DistContext) -> None:
     threads = cfg["threads"]
-    if (
-        threads is None
-        and ctx.device.type == "cpu"
-        and (cfg["model"] or "small-cnn") == "small-cnn"
-    ):
+    if threads is None and ctx.device.type == "cpu" and cfg["model"] in (None, "small-cnn"):
         # The small CNN's convolutions are too small to gain from intra-op threads; on a busy
         # 2-core machine 2 threads made a PGD step 50x slower than 1 (measured).
         threads = 1
     if threads is not None:
         torch.set_num_threads(threads)
 
-    # Run directory (rank 0 decides; every rank learns it).
-    run_dir = None
+
+def _open_run_dir(parser, argv, cfg: dict, ctx: dd.DistContext) -> tuple[dict, Path]:
+    """The run directory (rank 0 decides, every rank learns it); on --resume, the saved config."""
     if cfg["resume"] is not None:
-        if cfg["resume"]:
-            run_dir = Path(cfg["resume"])
-        elif cfg["out"]:
-            run_dir = Path(cfg["out"])
-        else:
+        run_dir = Path(cfg["resume"] or cfg["out"] or "")
+        if not (cfg["resume"] or cfg["out"]):
             run_dir = _newest_run(cfg["dataset"], cfg["method"])
             if run_dir is None:
                 parser.error(
@@ -933,9 +971,12 @@ def _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end) -> int:  # noqa: C90
         run_dir = Path("runs") / f"train-{cfg['dataset']}-{cfg['method']}-{stamp}"
     run_dir = Path(dd.broadcast_object(str(run_dir), ctx))
     cfg["out"] = str(run_dir)
-    preset = PRESETS[cfg["method"]]
+    return cfg, run_dir
 
-    # Data.
+
+def _load_data(parser, cfg: dict, ctx: dd.DistContext) -> ImageDataset:
+    """The data set (training subset, validation split); fills in eps, step size, model."""
+    preset = PRESETS[cfg["method"]]
     try:
         dataset = load_dataset(
             cfg["dataset"], cfg["data_dir"], val_per_class=cfg["val_per_class"], seed=cfg["seed"]
@@ -950,48 +991,113 @@ def _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end) -> int:  # noqa: C90
     cfg["step_size"] = dataset.step_size if cfg["step_size"] is None else cfg["step_size"]
     if cfg["channels_last"] is None:
         cfg["channels_last"] = ctx.device.type == "cuda"
-
-    init_model = None
-    if cfg["init"] and cfg["resume"] is None:
-        if cfg["model"] is None:
-            cfg["model"] = (
-                _init_model_name(parser, cfg["init"]) or DATASET_DEFAULTS[cfg["dataset"]].model
-            )
-        init_model = _load_init(parser, cfg["init"], cfg, dataset)
+    if cfg["model"] is None and cfg["init"] and cfg["resume"] is None:
+        cfg["model"] = _init_model_name(parser, cfg["init"])
     if cfg["model"] is None:
         cfg["model"] = DATASET_DEFAULTS[cfg["dataset"]].model
+    return dataset
 
+
+def _restore(parser, trainer: Trainer, run_dir: Path, ctx: dd.DistContext) -> dict:
+    """Load last.pt into the trainer (this rank's RNG streams); returns the best-score record."""
+    path = run_dir / "last.pt"
+    try:
+        ckpt = load_checkpoint(path, map_location="cpu")
+    except CheckpointError as exc:
+        parser.error(f"--resume: {exc}")
+    if ckpt.get("model_config", {}).get("name") != trainer.cfg["model"]:
+        parser.error(f"--resume: {path} does not hold a {trainer.cfg['model']} model")
+    rngs = ckpt["rng"]
+    rng = rngs[ctx.rank] if len(rngs) == ctx.world_size else None
+    if rng is None:
+        _print(
+            ctx,
+            f"note: the checkpoint comes from {len(rngs)} process(es), this run has "
+            f"{ctx.world_size}: random streams restart (not an exact continuation)",
+        )
+    try:
+        trainer.load_state_dict(ckpt["trainer"], rng)
+    except (CheckpointMismatchError, KeyError, ValueError) as exc:
+        parser.error(f"--resume: {path} does not fit this run: {exc}")
+    if ctx.is_main:  # forget what was logged after this checkpoint
+        _truncate_jsonl(run_dir / "metrics.jsonl", trainer.epoch)
+        _truncate_csv(run_dir / "class_weights.csv", trainer.epoch)
+    _print(ctx, f"resuming {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
+    return dict(ckpt.get("best", {"score": -math.inf, "epoch": None}))
+
+
+class _RunFiles:
+    """What rank 0 writes into the run directory during training (checkpoints, metrics)."""
+
+    def __init__(self, run_dir: Path, trainer: Trainer, loader: BatchLoader, best: dict) -> None:
+        self.run_dir, self.trainer, self.loader, self.best = run_dir, trainer, loader, best
+        self.ctx = trainer.ctx
+
+    def checkpoint(self) -> dict:
+        """The checkpoint dict (collective: gathers every rank's RNG streams)."""
+        t = self.trainer
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model_config": t.model.model_config,
+            "model": t.model.state_dict(),
+            "trainer": t.state_dict(),
+            "rng": dd.all_gather_object(t.rng_states(), self.ctx),
+            "loader": self.loader.state,
+            "best": self.best,
+            "config": _jsonable(t.cfg),
+            "classes": list(t.dataset.classes),
+            "epoch": t.epoch,
+            "step": t.step,
+        }
+
+    def save(self, *names: str) -> None:
+        ckpt = self.checkpoint()
+        if self.ctx.is_main:
+            for name in names or ("last.pt",):
+                save_atomic(ckpt, self.run_dir / name)
+
+    def end_of_epoch(self, record: dict, weight_steps: list[list[float]]) -> None:
+        """Append the epoch's metrics; save last.pt, and best.pt on a better validation score."""
+        names = ["last.pt"]
+        if "val" in record and record["val"]["pgd20"]["worst"] > self.best["score"]:
+            self.best.update(score=record["val"]["pgd20"]["worst"], epoch=record["epoch"])
+            names.append("best.pt")
+        if self.ctx.is_main:
+            with (self.run_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            if weight_steps:
+                first = self.trainer.global_step - len(weight_steps)
+                _append_weight_steps(
+                    self.run_dir / "class_weights.csv", record["epoch"] - 1, weight_steps, first
+                )
+        self.save(*names)
+
+    def interrupted(self) -> int:
+        self.save()
+        t = self.trainer
+        _print(
+            self.ctx,
+            f"\ninterrupted at epoch {t.epoch + 1}, step {t.step}; saved "
+            f"{self.run_dir / 'last.pt'}.\nResume with: python -m deep.train --resume "
+            f"{self.run_dir}",
+        )
+        return 130
+
+
+def _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end) -> int:
+    _set_threads(cfg, ctx)
+    cfg, run_dir = _open_run_dir(parser, argv, cfg, ctx)
+    dataset = _load_data(parser, cfg, ctx)
+    init_model = None
+    if cfg["init"] and cfg["resume"] is None:
+        init_model = _load_init(parser, cfg["init"], cfg, dataset)
     trainer = Trainer(cfg, dataset, ctx, init_model=init_model)
     best = {"score": -math.inf, "epoch": None}
     if cfg["resume"] is not None:
-        try:
-            ckpt = load_checkpoint(run_dir / "last.pt", map_location="cpu")
-        except CheckpointError as exc:
-            parser.error(f"--resume: {exc}")
-        if ckpt.get("model_config", {}).get("name") != cfg["model"]:
-            parser.error(f"--resume: {run_dir / 'last.pt'} does not hold a {cfg['model']} model")
-        rngs = ckpt["rng"]
-        rng = rngs[ctx.rank] if len(rngs) == ctx.world_size else None
-        if rng is None:
-            _print(
-                ctx,
-                f"note: the checkpoint comes from {len(rngs)} process(es), this run has "
-                f"{ctx.world_size}: random streams restart (not an exact continuation)",
-            )
-        try:
-            trainer.load_state_dict(ckpt["trainer"], rng)
-        except (CheckpointMismatchError, KeyError, ValueError) as exc:
-            parser.error(f"--resume: {run_dir / 'last.pt'} does not fit this run: {exc}")
-        best = dict(ckpt.get("best", best))
-        if ctx.is_main:
-            _truncate_jsonl(run_dir / "metrics.jsonl", trainer.epoch)
-            _truncate_csv(run_dir / "class_weights.csv", trainer.epoch)
-        _print(ctx, f"resuming {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
-
+        best = _restore(parser, trainer, run_dir, ctx)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(_jsonable(cfg), indent=2) + "\n")
-
     loader = BatchLoader(
         dataset.train, cfg["batch_size"], device=ctx.device, shuffle=True,
         augment=dataset.augment, seed=cfg["seed"], rank=ctx.rank, world_size=ctx.world_size,
@@ -1002,156 +1108,75 @@ def _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end) -> int:  # noqa: C90
             f"--batch-size {cfg['batch_size']} exceeds the {len(dataset.train)} training images "
             f"(per process: {loader.num_samples})"
         )
+    files = _RunFiles(run_dir, trainer, loader, best)
+    status = _train_loop(trainer, loader, files, on_step_end, on_epoch_end)
+    if status is not None:
+        return status
+    dd.barrier(ctx)
+    return _finish(cfg, trainer, dataset, run_dir, ctx)
+
+
+def _train_loop(trainer: Trainer, loader: BatchLoader, files: _RunFiles, on_step_end,
+                on_epoch_end) -> int | None:  # fmt: skip
+    """Epochs until done (None) or interrupted (130, after saving a consistent checkpoint).
+
+    Ctrl-C is taken at step boundaries (every step in one process; every --log-every steps,
+    agreed by all ranks, under torchrun). A KeyboardInterrupt raised inside a step (a second
+    Ctrl-C) leaves no consistent state, so nothing new is saved then.
+    """
+    cfg, ctx = trainer.cfg, trainer.ctx
     show_bar = ctx.is_main and not cfg["quiet"] and sys.stderr.isatty()
-
-    def checkpoint_dict() -> dict:
-        rngs = dd.all_gather_object(trainer.rng_states(), ctx)
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model_config": trainer.model.model_config,
-            "model": trainer.model.state_dict(),
-            "trainer": trainer.state_dict(),
-            "rng": rngs,
-            "loader": loader.state,
-            "best": best,
-            "config": _jsonable(cfg),
-            "classes": list(dataset.classes),
-            "epoch": trainer.epoch,
-            "step": trainer.step,
-        }
-
-    def save(name: str = "last.pt", ckpt: dict | None = None) -> dict:
-        ckpt = checkpoint_dict() if ckpt is None else ckpt
-        if ctx.is_main:
-            save_atomic(ckpt, run_dir / name)
-        return ckpt
-
-    def interrupted_exit() -> int:
-        save()
-        _print(
-            ctx,
-            f"\ninterrupted at epoch {trainer.epoch + 1}, step {trainer.step}; saved "
-            f"{run_dir / 'last.pt'}.\nResume with: python -m deep.train --resume {run_dir}",
-        )
-        return 130
-
-    stop_every = max(1, cfg["log_every"]) if ctx.enabled else 1
-    in_step = {"now": False}  # True while the state is between two consistent points
+    stop_every = cfg["log_every"] if ctx.enabled else 1
+    consistent = True
     with StopRequest() as stop:
         try:
             while trainer.epoch < cfg["epochs"]:
-                epoch = trainer.epoch
-                loader.set_epoch(epoch)
+                epoch, skip = trainer.epoch, trainer.step
+                loader.set_epoch(epoch)  # batches depend on (seed, epoch) only
                 lr = trainer.optimizer.param_groups[0]["lr"]
                 class_eps = trainer.class_eps_values()
                 t0 = time.perf_counter()
-                skip = trainer.step
-                bar = None
-                if show_bar:
-                    from tqdm import tqdm
-
-                    bar = tqdm(
-                        total=len(loader), initial=skip, leave=False, dynamic_ncols=True,
-                        desc=f"epoch {epoch + 1}/{cfg['epochs']}",
-                    )  # fmt: skip
+                bar = tqdm(
+                    total=len(loader), initial=skip, leave=False, dynamic_ncols=True,
+                    desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not show_bar,
+                )  # fmt: skip
                 for i, (x, y) in enumerate(loader):
-                    if i < skip:
+                    if i < skip:  # resuming inside the epoch
                         continue
-                    in_step["now"] = True
+                    consistent = False
                     trainer.train_step(x, y)
-                    in_step["now"] = False
-                    if bar is not None:
-                        bar.update(1)
-                        if trainer.step % cfg["log_every"] == 0:
-                            bar.set_postfix(loss=f"{trainer.running_loss():.4f}")
+                    consistent = True
+                    bar.update(1)
+                    if show_bar and trainer.step % cfg["log_every"] == 0:
+                        bar.set_postfix(loss=f"{trainer.running_loss():.4f}")
                     if on_step_end is not None:
                         on_step_end(trainer)
                     if cfg["save_every"] and trainer.global_step % cfg["save_every"] == 0:
-                        save()
+                        files.save()
                     if trainer.step % stop_every == 0 and dd.any_rank(stop.requested, ctx):
-                        if bar is not None:
-                            bar.close()
-                        return interrupted_exit()
-                if bar is not None:
-                    bar.close()
-                in_step["now"] = True  # the epoch's end is not a consistent point either
-                train_metrics, weight_steps = trainer.read_epoch_metrics()
-                if isinstance(trainer.weighting, FAALWeighting):
-                    trainer.weighting.end_epoch()
-                record = {
-                    "epoch": epoch + 1,
-                    "lr": lr,
-                    "train": {k: v for k, v in train_metrics.items() if k != "class_weights"},
-                    "class_weights": train_metrics["class_weights"],
-                    "class_eps": class_eps,
-                }
-                if isinstance(trainer.weighting, FAALWeighting):
-                    record["tau"] = trainer.weighting.tau_at(epoch)
-                if cfg["debug"]:  # one entry per rank: equal when the ranks agree bit for bit
-                    record["debug_hashes"] = dd.all_gather_object(trainer.debug_hashes(), ctx)
-                if len(dataset.val):
-                    val = trainer.evaluate(dataset.val, ("clean", "pgd20"), seed=cfg["seed"])
-                    record["val"] = {k: {kk: v[kk] for kk in ("per_class", "average", "worst")}
-                                     for k, v in val.items()}  # fmt: skip
-                    errors = frl_errors(val)
-                    if preset.needs_validation:
-                        # FRL decays its multiplier rates with the learning rate (FRL §5.1).
-                        trainer.weighting.update_from_validation(
-                            errors["standard"]["per_class"],
-                            errors["boundary"]["per_class"],
-                            rate_scale=lr / cfg["lr"],
-                        )
-                    if preset.weighting == "frl":
-                        w = trainer.weighting
-                        record["frl"] = {
-                            "lambda0": w.lambda0.tolist(),
-                            "lambda1": w.lambda1.tolist(),
-                            "lambda2": w.lambda2.tolist(),
-                            "next_nat_weights": w.nat_weight_values().tolist(),
-                            "next_bndy_weights": w.bndy_weight_values().tolist(),
-                            "next_class_eps": w.eps_values().tolist(),
-                        }
-                    if preset.weighting == "baseline":
-                        record["baseline_worst_class"] = trainer.weighting.worst_class
-                trainer.scheduler.step()
-                trainer.epoch += 1
-                trainer.step = 0
-                trainer.reset_epoch_metrics()
+                        bar.close()
+                        return files.interrupted()
+                bar.close()
+                consistent = False
+                record, weight_steps = trainer.finish_epoch(lr=lr, class_eps=class_eps)
                 record["epoch_time_s"] = time.perf_counter() - t0
-                improved = False
-                if "val" in record:
-                    score = record["val"]["pgd20"]["worst"]
-                    if score > best["score"]:
-                        best = {"score": score, "epoch": epoch + 1}
-                        improved = True
-                ckpt = checkpoint_dict()
-                if ctx.is_main:
-                    with (run_dir / "metrics.jsonl").open("a") as f:
-                        f.write(json.dumps(record) + "\n")
-                    if weight_steps:
-                        _append_weight_steps(run_dir / "class_weights.csv", epoch, weight_steps,
-                                             trainer.global_step - len(weight_steps))  # fmt: skip
-                    save("last.pt", ckpt)
-                    if improved:
-                        save("best.pt", ckpt)
-                in_step["now"] = False
+                files.end_of_epoch(record, weight_steps)
+                consistent = True
                 _print(ctx, _epoch_line(record, cfg["epochs"]))
                 if on_epoch_end is not None:
                     on_epoch_end(trainer)
                 if dd.any_rank(stop.requested, ctx):
-                    return interrupted_exit()
+                    return files.interrupted()
         except KeyboardInterrupt:
-            if in_step["now"]:
-                _print(
-                    ctx,
-                    f"\ninterrupted inside a step; the last checkpoint is {run_dir / 'last.pt'}"
-                    f" (if any). Resume with: python -m deep.train --resume {run_dir}",
-                )
-                return 130
-            return interrupted_exit()
-
-    dd.barrier(ctx)
-    return _finish(cfg, trainer, dataset, run_dir, ctx)
+            if consistent:
+                return files.interrupted()
+            _print(
+                ctx,
+                f"\ninterrupted inside a step; the last checkpoint is {files.run_dir / 'last.pt'}"
+                f" (if any). Resume with: python -m deep.train --resume {files.run_dir}",
+            )
+            return 130
+    return None
 
 
 def _append_weight_steps(path: Path, epoch: int, rows: list[list[float]], first_step: int) -> None:
