@@ -132,7 +132,7 @@ def parse_args(
         seeds = (0,) if (args.quick or not multi_seed) else (0, 1, 2)
     else:
         try:
-            seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+            seeds = tuple(dict.fromkeys(int(s) for s in args.seeds.split(",") if s.strip()))
         except ValueError:
             parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
         if not seeds or any(s < 0 for s in seeds):
