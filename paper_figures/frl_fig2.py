@@ -87,8 +87,8 @@ def _plot(results: dict, boundary_png: Path, path: Path) -> None:
     from matplotlib.image import imread
 
     setting = results["settings"]["fig2"]
-    fig = new_figure(15.0, 4.6)
-    grid = fig.add_gridspec(1, 3, width_ratios=[2.0, 1.0, 1.0])
+    fig = new_figure(15.0, 5.2)
+    grid = fig.add_gridspec(1, 3, width_ratios=[2.6, 1.0, 1.0])
     ax = fig.add_subplot(grid[0, 0])
     ax.imshow(imread(boundary_png))
     ax.set_axis_off()
