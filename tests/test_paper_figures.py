@@ -337,3 +337,38 @@ def test_every_table_row_is_a_valid_deep_train_command(dataset):
     assert seen > 50
     wrn = faal_tables.table_rows(profile, 3)[0].specs[0].argv
     assert ("--model" in wrn) == (dataset != "fashion-mnist")
+
+
+def test_table1_reads_cifar10c_columns_from_deep_evaluate(tmp_path):
+    import argparse
+
+    import torch
+
+    from deep.checkpoint import save_atomic
+    from deep.models import build_model
+    from paper_figures import faal_tables
+    from tests.deep.fake_datasets import write_cifar10, write_cifar10c
+
+    write_cifar10(tmp_path / "c10", per_batch=20, n_test=30)
+    write_cifar10c(tmp_path / "c10c", faal_tables.TABLE1_CORRUPTIONS, per_severity=60, seed=1)
+    torch.manual_seed(0)
+    model = build_model("small-cnn", 10, in_channels=3, image_size=32)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    save_atomic({"model_config": model.model_config, "model": model.state_dict()},
+                run_dir / "best.pt")  # fmt: skip
+    (run_dir / "final.json").write_text(
+        json.dumps({"checkpoint": "best.pt", "classes": list("abcdefghij"), "results": {}})
+    )
+    args = argparse.Namespace(
+        severity=5, cifar10c_dir=tmp_path / "c10c" / "CIFAR-10-C",
+        data_dir=str(tmp_path / "c10"), device="cpu",
+    )  # fmt: skip
+    final = faal_tables._cifar10c_final(run_dir, args, None)
+    assert set(final["cifar10c"]) == set(faal_tables.TABLE1_CORRUPTIONS)
+    labels = np.load(tmp_path / "c10c" / "CIFAR-10-C" / "labels.npy")[-60:]
+    for corruption in faal_tables.TABLE1_CORRUPTIONS:
+        entry = final["cifar10c"][corruption]["5"]
+        assert entry["counts"] == np.bincount(labels, minlength=10).tolist()  # severity 5 only
+    # cached: a second call reads the same file back
+    assert faal_tables._cifar10c_final(run_dir, args, None) == final
