@@ -33,7 +33,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FINETUNE = "pgd-at+faal-ft"  # row name of the fine-tuned models
-METRICS = [("clean", "clean"), ("pgd20", "PGD-20"), ("autoattack", "AutoAttack")]
+METRICS = [
+    ("clean", "clean"),
+    ("pgd20", "PGD-20"),
+    ("subset_pgd20", "PGD-20 (AA subset)"),
+    ("autoattack", "AutoAttack (AA subset)"),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,20 +90,29 @@ def _train(run_dir: Path, train_argv: list[str], lock: threading.Lock) -> dict:
 
 
 def _autoattack(args, run_dir: Path, lock: threading.Lock) -> dict:
-    """AutoAttack the checkpoint that final.json evaluated (deep.evaluate's CLI)."""
+    """AutoAttack, and PGD-20 on the same images, for the checkpoint final.json evaluated.
+
+    Both through deep.evaluate's CLI on its stratified subset (seed 0) of ``--aa-per-class`` images
+    per class, so AutoAttack can be compared with PGD-20 on identical images.
+    """
     final = json.loads((run_dir / "final.json").read_text())
-    aa_dir = run_dir / f"autoattack-{args.aa_per_class}"
-    t0 = time.perf_counter()
-    if not (aa_dir / "final.json").exists():
-        _run(
-            [sys.executable, "-m", "deep.evaluate", "--checkpoint",
-             str(run_dir / final["checkpoint"]), "--dataset", "fashion-mnist", "--attacks", "aa",
-             "--n-per-class", str(args.aa_per_class), "--out", str(aa_dir), "--quiet"],
-            run_dir.parent / f"{run_dir.name}.log",
-        )  # fmt: skip
-        with lock:
-            print(f"AutoAttack {run_dir.name} in {time.perf_counter() - t0:.0f}s", flush=True)
-    return json.loads((aa_dir / "final.json").read_text())["results"]["autoattack"]
+    out = {}
+    for attacks, name in (("aa", "autoattack"), ("clean,pgd20", "pgd20")):
+        folder = run_dir / f"{name}-subset-{args.aa_per_class}"
+        t0 = time.perf_counter()
+        if not (folder / "final.json").exists():
+            _run(
+                [sys.executable, "-m", "deep.evaluate", "--checkpoint",
+                 str(run_dir / final["checkpoint"]), "--dataset", "fashion-mnist", "--attacks",
+                 attacks, "--n-per-class", str(args.aa_per_class), "--seed", "0", "--out",
+                 str(folder), "--quiet"],
+                run_dir.parent / f"{run_dir.name}.log",
+            )  # fmt: skip
+            with lock:
+                print(f"{name} (subset) {run_dir.name} in {time.perf_counter() - t0:.0f}s",
+                      flush=True)  # fmt: skip
+        out[name] = json.loads((folder / "final.json").read_text())["results"][name]
+    return out
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -150,13 +164,13 @@ def main(argv=None) -> int:
                 futures[(FINETUNE, seed)] = pool.submit(finetune)
         results: dict[str, dict[int, dict]] = {}
         for (method, seed), future in futures.items():
-            results.setdefault(method, {})[seed] = {"final": future.result(), "autoattack": None}
+            results.setdefault(method, {})[seed] = {"final": future.result(), "subset": None}
         write_table(args, results, seeds, time.perf_counter() - t0, argv)
         # Phase 2: AutoAttack on a stratified test subset.
         if args.aa_per_class > 0:
             aa = {key: pool.submit(_autoattack, args, path, lock) for key, path in jobs.items()}
             for (method, seed), future in aa.items():
-                results[method][seed]["autoattack"] = future.result()
+                results[method][seed]["subset"] = future.result()
             write_table(args, results, seeds, time.perf_counter() - t0, argv)
     return 0
 
@@ -172,7 +186,12 @@ def write_table(args, results: dict, seeds: list[int], wall: float, argv) -> Non
                 values = []
                 for seed in seeds:
                     r = by_seed[seed]
-                    entry = r["autoattack"] if key == "autoattack" else r["final"]["results"][key]
+                    if key == "autoattack":
+                        entry = r["subset"] and r["subset"]["autoattack"]
+                    elif key == "subset_pgd20":
+                        entry = r["subset"] and r["subset"]["pgd20"]
+                    else:
+                        entry = r["final"]["results"][key]
                     values.append(math.nan if entry is None else 100.0 * entry[stat])
                 mean, sd = _mean_sd(values)
                 row[f"{key}_{stat}_mean"], row[f"{key}_{stat}_sd"] = mean, sd

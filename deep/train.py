@@ -74,6 +74,7 @@ __all__ = [
     "Trainer",
     "build_parser",
     "parse_tau_schedule",
+    "resolve_config",
     "main",
 ]
 
