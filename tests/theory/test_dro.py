@@ -3,6 +3,7 @@
 References used: cvxpy (the FAAL formulation), scipy's brentq on the SPEC §2 dual written
 naively, random feasible points, the closed forms of the bound, and hand computation."""
 
+import contextlib
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from scipy import optimize
 
+from theory import dro
 from theory.dro import (
     coverage_lower_bound,
     dro_value,
@@ -47,6 +49,27 @@ def spread(losses):
 # ------------------------------------------------------------------------------------------------
 # forward direction, KL(u || w) <= tau
 # ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def torch_loop_on_cpu(enabled=True):
+    """Run CPU tensors through the fixed-iteration torch loop (the accelerator path) instead of
+    the numpy solver CPU tensors normally use."""
+    old = dro._TORCH_CPU_USES_NUMPY
+    dro._TORCH_CPU_USES_NUMPY = not enabled
+    try:
+        yield
+    finally:
+        dro._TORCH_CPU_USES_NUMPY = old
+
+
+@pytest.fixture(params=["numpy-on-cpu", "torch-loop"])
+def torch_path(request):
+    """Both torch code paths: CPU tensors via numpy, and the fixed-iteration torch loop."""
+    with torch_loop_on_cpu(request.param == "torch-loop"):
+        yield request.param
+
+
 @given(loss_vectors, st.floats(0.0, 5.0))
 def test_weights_on_simplex(losses, tau):
     w = solve_kl_dro(losses, tau)
@@ -75,8 +98,10 @@ def test_equal_losses_give_exact_uniform(value, num_classes, tau):
     losses = np.full(num_classes, value)
     assert np.array_equal(solve_kl_dro(losses, tau), np.full(num_classes, 1.0 / num_classes))
     batch = torch.full((3, num_classes), value)
-    out = solve_kl_dro(batch, tau)
-    assert torch.equal(out, torch.full((3, num_classes), 1.0 / num_classes))
+    for torch_loop in (False, True):
+        with torch_loop_on_cpu(torch_loop):
+            out = solve_kl_dro(batch, tau)
+        assert torch.equal(out, torch.full((3, num_classes), 1.0 / num_classes))
 
 
 @given(loss_vectors, st.lists(taus, min_size=2, max_size=5))
@@ -171,7 +196,7 @@ def test_ties_at_maximum_share_weight_equally():
 
 
 @pytest.mark.parametrize("scale", [1e-12, 1e12])
-def test_extreme_loss_scales(scale):
+def test_extreme_loss_scales(scale, torch_path):
     losses = np.random.default_rng(0).normal(size=20)
     ref = solve_kl_dro(losses, 0.2)
     np.testing.assert_allclose(solve_kl_dro(losses * scale, 0.2), ref, rtol=1e-10)
@@ -180,7 +205,7 @@ def test_extreme_loss_scales(scale):
 
 
 @pytest.mark.parametrize("tau", [1e-12, 1e-8])
-def test_tiny_tau_constraint_exact(tau):
+def test_tiny_tau_constraint_exact(tau, torch_path):
     losses = np.random.default_rng(1).normal(size=50)
     u = np.full(50, 1 / 50)
     assert kl_forward(u, solve_kl_dro(losses, tau)) == pytest.approx(tau, rel=1e-6)
@@ -243,7 +268,7 @@ def test_reverse_matches_cvxpy(losses, tau):
     np.testing.assert_allclose(w, ref, atol=2e-4)
 
 
-def test_reverse_face_when_tau_exceeds_log_inverse_max_mass():
+def test_reverse_face_when_tau_exceeds_log_inverse_max_mass(torch_path):
     losses = np.array([0.0, 2.0, 2.0, 1.0])
     w = solve_kl_dro(losses, math.log(2.0) + 1e-9, direction="reverse")
     np.testing.assert_array_equal(w, [0.0, 0.5, 0.5, 0.0])
@@ -273,14 +298,16 @@ def test_torch_batch_equals_numpy_rows(batch, num_classes, seed, direction):
         ]
     ).reshape(losses.shape)
     np.testing.assert_allclose(solve_kl_dro(losses, tau, direction=direction), rows, atol=1e-12)
-    out64 = solve_kl_dro(torch.tensor(losses), torch.tensor(tau), direction=direction)
-    assert out64.dtype == torch.float64
-    np.testing.assert_allclose(out64.numpy(), rows, atol=1e-12)
-    l32 = torch.tensor(losses, dtype=torch.float32)
-    out32 = solve_kl_dro(l32, torch.tensor(tau, dtype=torch.float32), direction=direction)
-    assert out32.dtype == torch.float32
-    rows32 = solve_kl_dro(l32.double().numpy(), tau.astype(np.float32), direction=direction)
-    np.testing.assert_allclose(out32.numpy(), rows32, atol=1e-6)
+    for torch_loop in (False, True):
+        with torch_loop_on_cpu(torch_loop):
+            out64 = solve_kl_dro(torch.tensor(losses), torch.tensor(tau), direction=direction)
+            assert out64.dtype == torch.float64
+            np.testing.assert_allclose(out64.numpy(), rows, atol=1e-12)
+            l32 = torch.tensor(losses, dtype=torch.float32)
+            out32 = solve_kl_dro(l32, torch.tensor(tau, dtype=torch.float32), direction=direction)
+            assert out32.dtype == torch.float32
+            rows32 = solve_kl_dro(l32.double().numpy(), tau.astype(np.float32), direction=direction)
+            np.testing.assert_allclose(out32.numpy(), rows32, atol=1e-6)
 
 
 def test_torch_runs_on_meta_device_without_host_sync():
@@ -294,7 +321,7 @@ def test_torch_runs_on_meta_device_without_host_sync():
     assert dro_value(losses, 0.1).shape == (7, 4)
 
 
-def test_torch_weights_detached_and_value_gradient_is_weights():
+def test_torch_weights_detached_and_value_gradient_is_weights(torch_path):
     losses = torch.tensor([0.3, -1.0, 2.0, 0.5], dtype=torch.float64, requires_grad=True)
     w = solve_kl_dro(losses, 0.4)
     assert not w.requires_grad
@@ -303,7 +330,7 @@ def test_torch_weights_detached_and_value_gradient_is_weights():
     torch.testing.assert_close(grad, w)  # Danskin: d/dl max_w w.l = w*
 
 
-def test_torch_validate_flag():
+def test_torch_validate_flag(torch_path):
     bad = torch.tensor([0.0, float("nan")])
     with pytest.raises(ValueError, match="losses"):
         solve_kl_dro(bad, 0.1, validate=True)
