@@ -2,7 +2,7 @@
 
     attack (none | PGD-CE | TRADES-KL)  ->  x_adv
     objective (ce | at | trades | mart) ->  per-sample loss l_i   (deep.objectives)
-    weighting (uniform | faal | frl-* | baseline)  -> class weights w_c (and FRL's class eps_c)
+    weighting (uniform | faal | frl-* | baseline | fixed-class)  -> class weights w_c (and eps_c)
     update (SGD, optionally through AWP)
 
 Adding a method means adding one :class:`Preset` to :data:`PRESETS`; the training loop in
@@ -20,6 +20,8 @@ References for the parts:
   driven by class-wise validation errors once per epoch; TRADES-style loss, beta = 1.5 (SPEC §4).
 * Baseline Reweight (FRL §5.1, after Agarwal et al. 2018): upweight the class with the highest
   validation robust error; PGD-AT loss.
+* Fixed class weights (FRL §5.3, Figure 3): FRL's loss with one class's boundary-error weight and /
+  or attack budget scaled by a fixed ratio (``--class-boundary-weight``, ``--class-eps-scale``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ __all__ = ["ATTACKS", "WEIGHTINGS", "Preset", "PRESETS", "METHOD_NAMES", "get_pr
 ATTACKS = ("none", "pgd", "trades")
 
 #: Class weightings of :mod:`deep.weighting`.
-WEIGHTINGS = ("uniform", "faal", "frl", "baseline")
+WEIGHTINGS = ("uniform", "faal", "frl", "baseline", "fixed-class")
 
 _OBJECTIVES = ("ce", "at", "trades", "mart")
 _FRL_MODES = ("rw", "rm", "rwrm")
@@ -76,9 +78,10 @@ class Preset:
             raise ValueError(f"frl_mode must be one of {_FRL_MODES}, got {self.frl_mode!r}")
         if (self.attack == "none") != (self.objective == "ce"):
             raise ValueError("natural training ('ce') is exactly the preset without an attack")
-        if self.weighting == "frl" and self.objective != "trades":
+        if self.two_term_loss and self.objective != "trades":
             raise ValueError(
-                "FRL weights the two TRADES terms separately: objective must be 'trades'"
+                f"weighting {self.weighting!r} weights the two TRADES terms separately: "
+                "objective must be 'trades'"
             )
         if not self.beta >= 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
@@ -99,9 +102,14 @@ class Preset:
         return self.weighting in ("frl", "baseline")
 
     @property
+    def two_term_loss(self) -> bool:
+        """FRL's loss: natural and boundary (KL) terms weighted by separate class weights."""
+        return self.weighting in ("frl", "fixed-class")
+
+    @property
     def per_class_eps(self) -> bool:
-        """FRL Remargin trains with a per-class attack budget eps_{y_i} (FRL Eq. 11)."""
-        return self.frl_mode in ("rm", "rwrm")
+        """A per-class attack budget eps_{y_i}: FRL Remargin (FRL Eq. 11), fixed class scales."""
+        return self.frl_mode in ("rm", "rwrm") or self.weighting == "fixed-class"
 
     def to_dict(self) -> dict:
         """JSON-able description (stored in config.json)."""
@@ -138,6 +146,10 @@ def _presets() -> dict[str, Preset]:
         Preset(
             "baseline-reweight", "pgd", "at", "baseline",
             description="upweight the class with the highest validation robust error (FRL §5.1)",
+        ),
+        Preset(
+            "fixed-class", "trades", "trades", "fixed-class", beta=1.5,
+            description="FRL's loss with fixed per-class boundary weights / eps (FRL §5.3)",
         ),
     ]  # fmt: skip
     return {preset.name: preset for preset in p}

@@ -11,7 +11,8 @@ PGD-AT at eps 0.1 and prints class-wise results. A training step (DESIGN.md):
 After each epoch: class-wise clean and PGD-20 accuracy on the validation split (deep.evaluate),
 FRL / Baseline-Reweight updates from those errors, ``metrics.jsonl``, ``last.pt`` and ``best.pt``
 (best worst-class robust validation accuracy). At the end: ``final.json`` on the test set
-(deep.evaluate's writer) and figures. Runs continue exactly from ``last.pt`` (``--resume``);
+(deep.evaluate's writer) for ``--final-checkpoint`` (best.pt by default, last.pt when there is no
+validation split; or last.pt), and figures. Runs continue exactly from ``last.pt`` (``--resume``);
 Ctrl-C saves and exits with status 130. Under ``torchrun`` the run is data-parallel (DDP).
 """
 
@@ -57,22 +58,28 @@ from deep.data import (
 )
 from deep.evaluate import ATTACK_NAMES, evaluate_model, format_table, frl_errors, write_final_json
 from deep.models import MODEL_NAMES, CheckpointMismatchError, build_model, load_model_state
-from deep.objectives import per_sample_loss, softmax_margin, trades_parts
+from deep.objectives import per_sample_loss, trades_parts
 from deep.plots import plot_class_weights, plot_classwise
 from deep.presets import METHOD_NAMES, PRESETS, Preset
 from deep.weighting import (
+    FAAL_STATISTICS,
     BaselineReweight,
     FAALWeighting,
+    FixedClassWeighting,
     FRLWeighting,
     UniformWeighting,
+    faal_statistic,
     weighted_mean_loss,
 )
 
 __all__ = [
     "DATASET_DEFAULTS",
+    "FINAL_CHECKPOINTS",
     "RESUME_OVERRIDABLE",
     "Trainer",
     "build_parser",
+    "class_ratio_vector",
+    "parse_class_ratios",
     "parse_tau_schedule",
     "resolve_config",
     "main",
@@ -127,8 +134,20 @@ RESUME_OVERRIDABLE = frozenset(
         "device",
         "compile",
         "debug",
+        "final_checkpoint",
     }
 )
+
+#: Options added after runs were first written: the value an older config.json implies.
+ADDED_OPTION_DEFAULTS = {
+    "faal_statistic": "margin",
+    "final_checkpoint": "best",
+    "class_boundary_weight": None,
+    "class_eps_scale": None,
+}
+
+#: Checkpoint evaluated on the test set at the end (``--final-checkpoint``).
+FINAL_CHECKPOINTS = ("best", "last")
 
 #: Default evaluation of the final model on the test set ("aa" = AutoAttack, hours on a CPU).
 DEFAULT_FINAL_ATTACKS = ("clean", "pgd20", "cw20")
@@ -152,6 +171,48 @@ def parse_tau_schedule(text: str) -> list[tuple[int, float]]:
                 f"--tau-schedule: {item!r} is not EPOCH:TAU (e.g. '0:0.025,90:0.05')"
             ) from None
     return out
+
+
+def parse_class_ratios(text: str, option: str) -> list[list]:
+    """``"deer=2.5,3=1.5"`` -> ``[["deer", 2.5], [3, 1.5]]`` (class name or index, ratio > 0)."""
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, ratio_text = item.rpartition("=")
+        try:
+            ratio = float(ratio_text)
+        except ValueError:
+            ratio = math.nan
+        if not sep or not name.strip():
+            raise ValueError(f"{option}: {item!r} is not CLASS=RATIO (e.g. 'deer=2.5' or '4=2.5')")
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise ValueError(f"{option}: the ratio of {item!r} must be a finite number > 0")
+        name = name.strip()
+        out.append([int(name) if name.isdigit() else name, ratio])
+    if not out:
+        raise ValueError(f"{option}: give at least one CLASS=RATIO")
+    classes = [c for c, _ in out]
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"{option}: each class at most once, got {text!r}")
+    return out
+
+
+def class_ratio_vector(pairs, classes: Sequence[str], option: str) -> list[float]:
+    """Per-class ratios (1 for classes not named) from :func:`parse_class_ratios`' pairs."""
+    ratios = [1.0] * len(classes)
+    for name, ratio in pairs or []:
+        if isinstance(name, int):
+            if not 0 <= name < len(classes):
+                raise ValueError(f"{option}: class index {name} is not in [0, {len(classes) - 1}]")
+            index = name
+        elif name in classes:
+            index = list(classes).index(name)
+        else:
+            raise ValueError(f"{option}: unknown class {name!r}; classes: {', '.join(classes)}")
+        ratios[index] = float(ratio)
+    return ratios
 
 
 def _parse_int_list(text: str) -> list[int]:
@@ -237,6 +298,14 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         default=False,
         help="solve the reference code's count-weighted objective sum_c n_c l_c (SPEC §2)",
     )
+    add(
+        "--faal-statistic",
+        default="margin",
+        choices=tuple(FAAL_STATISTICS),
+        help="class statistic l_c of the DRO: the softmax CW margin (Alg. 1) or the "
+        "cross-entropy of the adversarial examples (supp. Fig. 1); classes absent from a batch "
+        "get the statistic's minimum (-1 / 0)",
+    )
 
     section("FRL")
     add("--frl-delta", type=float, default=0.05, help="fairness tolerance tau1 = tau2")
@@ -250,6 +319,21 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         help="cap on per-class eps (default: 2x the dataset eps = 16/255 on CIFAR)",
     )
     add("--baseline-boost", type=float, default=2.0, help="baseline-reweight: worst-class factor")
+
+    section("fixed class weights (--method fixed-class; FRL §5.3)")
+    add(
+        "--class-boundary-weight",
+        default=None,
+        metavar="CLASS=RATIO[,...]",
+        help="weigh a class's boundary (KL) error RATIO times the others' (class name or index; "
+        "weights renormalised)",
+    )
+    add(
+        "--class-eps-scale",
+        default=None,
+        metavar="CLASS=RATIO[,...]",
+        help="train a class with attack budget RATIO x --eps (class name or index)",
+    )
 
     section("AWP")
     add("--awp-gamma", type=float, default=5e-3, help="relative weight perturbation size")
@@ -278,6 +362,13 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="evaluate the final model on a stratified test subset of this size per class",
+    )
+    add(
+        "--final-checkpoint",
+        default="best",
+        choices=FINAL_CHECKPOINTS,
+        help="checkpoint evaluated on the test set: best.pt (best worst-class validation PGD-20 "
+        "accuracy; last.pt when there is no validation split) or last.pt (the end of training)",
     )
     add("--eval-batch-size", type=int, default=256, help="evaluation batch size")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -346,6 +437,19 @@ def resolve_config(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     cfg["final_attacks"] = finals
     cfg["beta"] = preset.beta if args.beta is None else args.beta
     cfg["preset"] = preset.to_dict()
+    for key in ("class_boundary_weight", "class_eps_scale"):
+        option = "--" + key.replace("_", "-")
+        if cfg[key] is None:
+            continue
+        _check(
+            parser,
+            preset.weighting == "fixed-class",
+            f"{option} needs --method fixed-class (got --method {preset.name})",
+        )
+        try:
+            cfg[key] = parse_class_ratios(cfg[key], option)
+        except ValueError as exc:
+            parser.error(str(exc))
 
     _check(parser, cfg["epochs"] >= 1, f"--epochs must be >= 1, got {cfg['epochs']}")
     _check(parser, cfg["batch_size"] >= 1, f"--batch-size must be >= 1, got {cfg['batch_size']}")
@@ -395,7 +499,8 @@ def resolve_config(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 # --------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------
-def _build_weighting(cfg: dict, preset: Preset, num_classes: int, eps: float, reduce_fn):
+def _build_weighting(cfg: dict, preset: Preset, classes: Sequence[str], eps: float, reduce_fn):
+    num_classes = len(classes)
     if preset.weighting == "faal":
         return FAALWeighting(
             tau=cfg["tau"],
@@ -404,6 +509,7 @@ def _build_weighting(cfg: dict, preset: Preset, num_classes: int, eps: float, re
             count_weighted=cfg["count_weighted"],
             num_classes=num_classes,
             base_eps=eps,
+            statistic=cfg.get("faal_statistic", "margin"),
             reduce_fn=reduce_fn,
         )
     if preset.weighting == "frl":
@@ -421,6 +527,15 @@ def _build_weighting(cfg: dict, preset: Preset, num_classes: int, eps: float, re
         )
     if preset.weighting == "baseline":
         return BaselineReweight(num_classes, boost=cfg["baseline_boost"], base_eps=eps)
+    if preset.weighting == "fixed-class":
+        return FixedClassWeighting(
+            num_classes,
+            eps,
+            boundary_ratios=class_ratio_vector(
+                cfg.get("class_boundary_weight"), classes, "--class-boundary-weight"
+            ),
+            eps_scales=class_ratio_vector(cfg.get("class_eps_scale"), classes, "--class-eps-scale"),
+        )
     return UniformWeighting(num_classes, base_eps=eps)
 
 
@@ -493,7 +608,7 @@ class Trainer:
         )
         self.scheduler = _build_scheduler(cfg, self.optimizer)
         self.weighting = _build_weighting(
-            cfg, self.preset, self.num_classes, self.eps, dd.make_reduce_fn(ctx)
+            cfg, self.preset, list(dataset.classes), self.eps, dd.make_reduce_fn(ctx)
         )
         self.awp = None
         if self.preset.awp:
@@ -554,17 +669,18 @@ class Trainer:
 
     def _weighted_loss(self, logits_adv, logits_clean, y):
         """(loss, class weights): (C/B) sum_i w_{y_i} l_i, or FRL's two-term loss (SPEC §4)."""
-        if self.preset.weighting == "frl":
+        if self.preset.two_term_loss:
             ce_i, kl_i = trades_parts(logits_adv, logits_clean, y)
             loss = self.weighting.trades_loss(ce_i, kl_i, y, beta=self.cfg["beta"])
             return loss, self.weighting.batch_weights(None, y, self.epoch)
         loss_i = per_sample_loss(
             self.preset.objective, logits_adv, logits_clean, y, beta=self.cfg["beta"]
         )
-        margins = None
-        if self.preset.weighting == "faal":
-            margins = softmax_margin(logits_adv if logits_adv is not None else logits_clean, y)
-        weights = self.weighting.batch_weights(margins, y, self.epoch)
+        statistic = None
+        if self.preset.weighting == "faal":  # FAAL Alg. 1 lines 9-11 (supp. C.2: margin or CE)
+            logits = logits_adv if logits_adv is not None else logits_clean
+            statistic = faal_statistic(self.weighting.statistic, logits, y)
+        weights = self.weighting.batch_weights(statistic, y, self.epoch)
         return weighted_mean_loss(loss_i, y, weights), weights
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -608,7 +724,7 @@ class Trainer:
             [loss.double() * batch, adv_ok.double(), clean_ok.double(), zero.double() + batch]
         )
         self._sums += torch.cat([head, weights.double()])
-        if self.preset.weighting != "uniform":
+        if self.preset.weighting not in ("uniform", "fixed-class"):  # weights that change
             self._weight_steps.append(weights.float())
 
     def running_loss(self) -> float:
@@ -679,6 +795,8 @@ class Trainer:
                 }
             if isinstance(w, BaselineReweight):
                 record["baseline_worst_class"] = w.worst_class
+        if isinstance(w, FixedClassWeighting):
+            record["bndy_weights"] = w.bndy_weight_values().tolist()
         self.scheduler.step()
         self.epoch += 1
         self.step = 0
@@ -715,7 +833,7 @@ class Trainer:
             model.train(was_training)
 
     def class_eps_values(self) -> list[float]:
-        """Per-class training eps in use (FRL Remargin; the base eps otherwise)."""
+        """Per-class training eps in use (FRL Remargin, fixed class scales; else the base eps)."""
         if self.preset.per_class_eps:
             return [float(v) for v in self.weighting.eps_values()]
         return [self.eps] * self.num_classes
@@ -887,6 +1005,7 @@ def _resume_config(parser, argv, cfg_new: dict, run_dir: Path) -> dict:
         saved = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         parser.error(f"--resume: {path} is not valid JSON: {exc}")
+    saved = {**ADDED_OPTION_DEFAULTS, **saved}  # runs written before these options existed
     explicit = _explicit_options(argv)
     conflicts = []
     for key in sorted(explicit):
@@ -988,6 +1107,11 @@ def _load_data(parser, cfg: dict, ctx: dd.DistContext) -> ImageDataset:
         dataset.train = stratified_subset(dataset.train, cfg["train_per_class"], seed=cfg["seed"])
     if preset.needs_validation and len(dataset.val) == 0:
         parser.error(f"method {preset.name} needs a validation split: set --val-per-class > 0")
+    for key in ("class_boundary_weight", "class_eps_scale"):
+        try:
+            class_ratio_vector(cfg.get(key), dataset.classes, "--" + key.replace("_", "-"))
+        except ValueError as exc:
+            parser.error(str(exc))
     cfg["eps"] = dataset.eps if cfg["eps"] is None else cfg["eps"]
     cfg["step_size"] = dataset.step_size if cfg["step_size"] is None else cfg["step_size"]
     if cfg["channels_last"] is None:
@@ -1207,9 +1331,18 @@ def _epoch_line(record: dict, epochs: int) -> str:
     return " | ".join(parts)
 
 
+def _final_checkpoint(cfg: dict, run_dir: Path) -> str:
+    """``--final-checkpoint``: best.pt when asked for and written (a validation split), else
+    last.pt."""
+    wanted = cfg.get("final_checkpoint", "best")
+    if wanted == "best" and (run_dir / "best.pt").exists():
+        return "best.pt"
+    return "last.pt"
+
+
 def _finish(cfg: dict, trainer: Trainer, dataset: ImageDataset, run_dir: Path, ctx) -> int:
-    """Evaluate best.pt (else last.pt) on the test set; final.json, figures, class-wise table."""
-    chosen = "best.pt" if (run_dir / "best.pt").exists() else "last.pt"
+    """Evaluate the --final-checkpoint on the test set; final.json, figures, class-wise table."""
+    chosen = _final_checkpoint(cfg, run_dir)
     model, _ = model_from_checkpoint(run_dir / chosen, map_location=ctx.device)
     test = dataset.test
     if cfg["final_n_per_class"]:

@@ -7,11 +7,13 @@ is a combination"). The common interface:
 
 - ``batch_weights(margins, y, epoch) -> (C,)`` class weights for this batch, on ``y``'s device;
 - ``update_from_validation(std_err, bndy_err)`` once per epoch (FRL, baseline; a no-op otherwise);
-- ``class_eps(y)`` per-sample attack budget (FRL Remargin), else the scalar base budget;
+- ``class_eps(y)`` per-sample attack budget (FRL Remargin, fixed class scales), else the scalar
+  base budget;
 - ``state_dict()`` / ``load_state_dict()`` so a run continues exactly from a checkpoint.
 
-Sources: FAAL supp. Eq. 1-2 and Algorithm 1 lines 9-14 (SPEC §2); FRL Algorithm 1 and Eq. 11 as the
-FRL reference code runs them (SPEC §4).
+Sources: FAAL supp. Eq. 1-2 and Algorithm 1 lines 9-14 (SPEC §2), with the class statistic of
+supp. C.2 / Figure 1 (CW margin or cross-entropy); FRL Algorithm 1 and Eq. 11 as the FRL reference
+code runs them (SPEC §4); fixed per-class boundary weights and budgets of FRL §5.3 (Figure 3).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from deep.objectives import softmax_margin
 from theory.dro import solve_kl_dro
 from theory.frl import (
     FRL_MODES,
@@ -31,7 +35,13 @@ from theory.frl import (
     update_multipliers,
 )
 
-WEIGHTING_NAMES = ("uniform", "faal", "frl", "baseline")
+WEIGHTING_NAMES = ("uniform", "faal", "frl", "baseline", "fixed-class")
+
+#: FAAL's per-sample class statistic l_i (FAAL supp. C.2, Figure 1) and the value given to a class
+#: absent from the batch: the statistic's minimum, so that the DRO gives that class the least
+#: weight. "margin": the softmax CW margin max_{j!=y} p_j - p_y in [-1, 1] (Algorithm 1 line 11;
+#: absent -1 as in supp. B); "ce": the cross-entropy -log p_y in [0, inf) (absent 0).
+FAAL_STATISTICS: dict[str, float] = {"margin": -1.0, "ce": 0.0}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -91,6 +101,15 @@ def class_mean_statistic(
         return sums
     means = sums / counts.clamp_min(1.0)
     return torch.where(counts > 0, means, torch.full_like(means, absent_value))
+
+
+def faal_statistic(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """FAAL's per-sample class statistic (B,) of the adversarial logits (see FAAL_STATISTICS)."""
+    if name == "margin":
+        return softmax_margin(logits, y)
+    if name == "ce":
+        return F.cross_entropy(logits, y, reduction="none")
+    raise ValueError(f"statistic must be one of {tuple(FAAL_STATISTICS)}, got {name!r}")
 
 
 def weighted_mean_loss(
@@ -221,8 +240,9 @@ def _check_tau(tau, name: str = "tau") -> float:
 class FAALWeighting(UniformWeighting):
     """FAAL class-wise distributionally adversarial weights (FAAL supp. Eq. 2, Algorithm 1 l. 9-14).
 
-    For each batch: the class means of the softmax margins m_i (:func:`deep.objectives.
-    softmax_margin`; absent classes -1) are the losses l_c of
+    For each batch: the class means of a per-sample statistic (``statistic``, see
+    :data:`FAAL_STATISTICS`: the softmax CW margin by default, absent classes -1; or the
+    cross-entropy, absent classes 0; computed by :func:`faal_statistic`) are the losses l_c of
     ``max_w sum_c w_c l_c  s.t.  KL(u || w) <= tau`` solved exactly on device by
     :func:`theory.dro.solve_kl_dro` (no host synchronisation).
 
@@ -248,10 +268,12 @@ class FAALWeighting(UniformWeighting):
         num_classes: int | None = None,
         base_eps: float | None = None,
         direction: str = "forward",
+        statistic: str = "margin",
         reduce_fn: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
     ) -> None:
         super().__init__(num_classes, base_eps=base_eps)
         self.tau = _check_tau(tau)
+        self.statistic = self._check_statistic(statistic)
         self.tau_schedule = self._check_schedule(tau_schedule)
         if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
             raise ValueError(f"start_epoch must be an integer >= 0, got {start_epoch!r}")
@@ -266,6 +288,14 @@ class FAALWeighting(UniformWeighting):
         self._epoch: int | None = None
         self._sum: torch.Tensor | None = None
         self._batches = 0
+
+    @staticmethod
+    def _check_statistic(statistic) -> str:
+        if statistic not in FAAL_STATISTICS:
+            raise ValueError(
+                f"statistic must be one of {tuple(FAAL_STATISTICS)}, got {statistic!r}"
+            )
+        return statistic
 
     @staticmethod
     def _check_schedule(schedule) -> list[tuple[int, float]]:
@@ -302,7 +332,10 @@ class FAALWeighting(UniformWeighting):
         *,
         num_classes: int | None = None,
     ) -> torch.Tensor:
-        """Worst-case class weights (C,) for this batch, on ``y``'s device, float32."""
+        """Worst-case class weights (C,) for this batch, on ``y``'s device, float32.
+
+        ``margins`` holds the per-sample statistic of :attr:`statistic` (:func:`faal_statistic`).
+        """
         num_classes = self._classes(num_classes)
         tau = self.tau_at(epoch)
         if tau == 0.0:
@@ -312,6 +345,7 @@ class FAALWeighting(UniformWeighting):
                 margins,
                 y,
                 num_classes,
+                absent_value=FAAL_STATISTICS[self.statistic],
                 count_weighted=self.count_weighted,
                 reduce_fn=self.reduce_fn,
             )
@@ -357,6 +391,7 @@ class FAALWeighting(UniformWeighting):
             "start_epoch": self.start_epoch,
             "count_weighted": self.count_weighted,
             "direction": self.direction,
+            "statistic": self.statistic,
             "weight_history": [list(w) for w in self.weight_history],
             "history_epochs": list(self.history_epochs),
             "running": running,
@@ -371,6 +406,8 @@ class FAALWeighting(UniformWeighting):
         self.start_epoch = int(state["start_epoch"])
         self.count_weighted = bool(state["count_weighted"])
         self.direction = state["direction"]
+        # checkpoints written before the CE statistic existed used the margin
+        self.statistic = self._check_statistic(state.get("statistic", "margin"))
         self.weight_history = [list(w) for w in state["weight_history"]]
         self.history_epochs = list(state["history_epochs"])
         running = state.get("running")
@@ -618,6 +655,114 @@ class BaselineReweight(UniformWeighting):
         self._device_cache.clear()
 
 
+def _check_class_ratios(values, num_classes: int, name: str) -> np.ndarray:
+    arr = np.ones(num_classes) if values is None else np.asarray(values, dtype=np.float64)
+    if arr.shape != (num_classes,):
+        raise ValueError(f"{name} must have length {num_classes} (one per class), got {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0.0):
+        raise ValueError(f"{name} must be finite numbers > 0, got {arr.tolist()}")
+    return arr
+
+
+class FixedClassWeighting(UniformWeighting):
+    """Fixed per-class boundary-error weights and attack budgets (FRL §5.3, Figure 3).
+
+    FRL's two-term loss (SPEC §4, :func:`frl_trades_loss`) with uniform natural weights
+    w0_c = 1/C and boundary (KL) weights in the given ratios, renormalised to sum 1:
+    w1_c = r_c / sum_j r_j. Only the ratios matter, since the loss normalises each term by its
+    weights: ``boundary_ratios`` [1, ..., r, ..., 1] weighs one class's boundary error r times
+    the others'. The training attack uses eps_c = s_c * base_eps (``eps_scales``). Nothing is
+    updated from validation errors: the weights and budgets hold from the first batch on.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        base_eps: float,
+        *,
+        boundary_ratios: Sequence[float] | None = None,
+        eps_scales: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(_check_num_classes(num_classes), base_eps=base_eps)
+        base_eps = float(base_eps)
+        if not (math.isfinite(base_eps) and base_eps > 0.0):
+            raise ValueError(f"base_eps must be a finite number > 0, got {base_eps}")
+        self.base_eps = base_eps
+        self.boundary_ratios = _check_class_ratios(
+            boundary_ratios, self.num_classes, "boundary_ratios"
+        )
+        self.eps_scales = _check_class_ratios(eps_scales, self.num_classes, "eps_scales")
+        self._device_cache: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    # -- host-side values (float64 numpy) ----------------------------------------------------------
+    def nat_weight_values(self) -> np.ndarray:
+        """w0 (C,): uniform weights of the natural CE term."""
+        return np.full(self.num_classes, 1.0 / self.num_classes)
+
+    def bndy_weight_values(self) -> np.ndarray:
+        """w1 (C,): the boundary ratios normalised to sum 1."""
+        return self.boundary_ratios / self.boundary_ratios.sum()
+
+    def eps_values(self) -> np.ndarray:
+        """Per-class budgets eps_c = s_c * base_eps (C,)."""
+        return self.eps_scales * self.base_eps
+
+    # -- device tensors ----------------------------------------------------------------------------
+    def _on(self, key: str, values: np.ndarray, device: torch.device) -> torch.Tensor:
+        cache_key = (key, torch.device(device))
+        if cache_key not in self._device_cache:
+            self._device_cache[cache_key] = torch.as_tensor(
+                values, dtype=torch.float32, device=device
+            )
+        return self._device_cache[cache_key]
+
+    def batch_weights(self, margins, y: torch.Tensor, epoch: int = 0, **_: object) -> torch.Tensor:
+        """w0 (C,) on ``y``'s device (uniform: the natural-error weights)."""
+        return self._on("w0", self.nat_weight_values(), y.device)
+
+    def bndy_weights(self, y: torch.Tensor) -> torch.Tensor:
+        """w1 (C,) on ``y``'s device (the boundary-error weights)."""
+        return self._on("w1", self.bndy_weight_values(), y.device)
+
+    def class_eps(self, y: torch.Tensor):
+        """Per-sample budgets eps_{y_i} (B,) on ``y``'s device; the scalar base budget when no
+        class is scaled."""
+        if np.all(self.eps_scales == 1.0):
+            return self.base_eps
+        return self._on("eps", self.eps_values(), y.device)[y]
+
+    def trades_loss(
+        self, ce_i: torch.Tensor, kl_i: torch.Tensor, y: torch.Tensor, *, beta: float = 1.5
+    ) -> torch.Tensor:
+        """``mean CE + beta sum w1 KL / sum w1`` over the batch (FRL's loss, SPEC §4)."""
+        return frl_trades_loss(
+            ce_i, kl_i, y, self.batch_weights(None, y), self.bndy_weights(y), beta=beta
+        )
+
+    def state_dict(self) -> dict:
+        return {
+            "kind": "fixed-class",
+            "num_classes": self.num_classes,
+            "base_eps": self.base_eps,
+            "boundary_ratios": self.boundary_ratios.tolist(),
+            "eps_scales": self.eps_scales.tolist(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        _check_kind(state, "fixed-class")
+        if state["num_classes"] != self.num_classes:
+            raise ValueError(
+                f"state_dict has num_classes={state['num_classes']}, this weighting "
+                f"{self.num_classes}"
+            )
+        self.base_eps = float(state["base_eps"])
+        self.boundary_ratios = _check_class_ratios(
+            state["boundary_ratios"], self.num_classes, "boundary_ratios"
+        )
+        self.eps_scales = _check_class_ratios(state["eps_scales"], self.num_classes, "eps_scales")
+        self._device_cache.clear()
+
+
 def build_weighting(name: str, num_classes: int, **kwargs) -> UniformWeighting:
     """A weighting by name (one of :data:`WEIGHTING_NAMES`); ``kwargs`` go to its class."""
     if name == "uniform":
@@ -628,4 +773,6 @@ def build_weighting(name: str, num_classes: int, **kwargs) -> UniformWeighting:
         return FRLWeighting(num_classes, **kwargs)
     if name == "baseline":
         return BaselineReweight(num_classes, **kwargs)
+    if name == "fixed-class":
+        return FixedClassWeighting(num_classes, **kwargs)
     raise ValueError(f"weighting must be one of {WEIGHTING_NAMES}, got {name!r}")

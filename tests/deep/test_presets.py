@@ -9,7 +9,7 @@ from deep.weighting import FRL_MODES, WEIGHTING_NAMES
 EXPECTED_METHODS = {
     "natural", "pgd-at", "trades", "mart", "at-awp", "trades-awp", "faal-at", "faal-trades",
     "faal-mart", "faal-at-awp", "faal-trades-awp", "frl-rw", "frl-rm", "frl-rwrm",
-    "baseline-reweight",
+    "baseline-reweight", "fixed-class",
 }  # fmt: skip
 
 
@@ -45,6 +45,7 @@ def test_parts_come_from_the_modules_that_implement_them():
         ("frl-rm", "trades", "trades", "frl", False),
         ("frl-rwrm", "trades", "trades", "frl", False),
         ("baseline-reweight", "pgd", "at", "baseline", False),
+        ("fixed-class", "trades", "trades", "fixed-class", False),
     ],
 )
 def test_preset_combination(name, attack, objective, weighting, awp):
@@ -59,6 +60,8 @@ def test_derived_properties():
     assert get_preset("trades").needs_clean_logits and get_preset("mart").needs_clean_logits
     assert get_preset("frl-rm").per_class_eps and get_preset("frl-rwrm").per_class_eps
     assert not get_preset("frl-rw").per_class_eps
+    assert get_preset("fixed-class").per_class_eps and get_preset("fixed-class").two_term_loss
+    assert get_preset("fixed-class").beta == 1.5  # FRL's loss (FRL §5.3 uses FRL's settings)
     needs_val = {n for n, p in PRESETS.items() if p.needs_validation}
     assert needs_val == {"frl-rw", "frl-rm", "frl-rwrm", "baseline-reweight"}
     assert get_preset("frl-rwrm").beta == 1.5 and get_preset("trades").beta == 6.0  # SPEC §3-4
@@ -76,6 +79,7 @@ def test_unknown_method_lists_choices():
         dict(attack="pgd", objective="xent", weighting="uniform"),
         dict(attack="pgd", objective="at", weighting="focal"),
         dict(attack="pgd", objective="at", weighting="frl", frl_mode="rw"),  # FRL needs TRADES
+        dict(attack="pgd", objective="at", weighting="fixed-class"),  # two TRADES terms
         dict(attack="trades", objective="trades", weighting="frl"),  # mode missing
         dict(attack="pgd", objective="ce", weighting="uniform"),  # natural has no attack
         dict(attack="none", objective="at", weighting="uniform"),

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 
 from deep import distributed as dd
 from deep import train as T
-from deep.attacks import pgd_attack
+from deep.attacks import pgd_attack, trades_attack
 from deep.checkpoint import load_checkpoint, model_from_checkpoint, save_atomic
 from deep.data import BatchLoader, load_dataset, stratified_subset
+from deep.evaluate import evaluate_model
 from deep.models import build_model
 from deep.presets import METHOD_NAMES
 from theory.dro import solve_kl_dro
@@ -154,6 +155,32 @@ def test_faal_weights_solve_the_dro_of_the_batch_margins(digits, count_weighted)
     assert float(trainer.last_loss) == pytest.approx(10 / 24 * np.sum(w[labels] * ce), rel=1e-4)
 
 
+def test_faal_ce_statistic_solves_the_dro_of_the_batch_cross_entropies(digits):
+    """--faal-statistic ce (FAAL supp. Fig. 1): class means of CE(adv), an absent class gets 0."""
+    trainer = make_trainer(
+        digits, "--method", "faal-at", "--attack-steps", "2", "--faal-statistic", "ce"
+    )
+    assert trainer.weighting.statistic == "ce"
+    reference = copy.deepcopy(trainer.model)
+    gen = torch.Generator().manual_seed(11)
+    trainer.attack_gen.set_state(gen.get_state())
+    x, y = first_batch(digits, batch_size=32, seed=1)
+    keep = y != 5  # class 5 absent from the batch
+    x, y = x[keep], y[keep]
+
+    trainer.train_step(x, y)
+
+    x_adv = pgd_attack(reference, x, y, eps=0.1, step_size=0.025, steps=2, generator=gen)
+    reference.train()
+    logits = reference(x_adv).detach().double().numpy()
+    z = logits - logits.max(axis=1, keepdims=True)
+    ce = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y.numpy()]
+    stats = np.array([ce[y.numpy() == c].mean() if c != 5 else 0.0 for c in range(10)])
+    expected = solve_kl_dro(stats, 0.5)
+    np.testing.assert_allclose(trainer.last_weights.double().numpy(), expected, atol=2e-5)
+    assert int(np.argmin(expected)) == 5
+
+
 def test_faal_start_epoch_and_tau_schedule(digits):
     trainer = make_trainer(
         digits, "--method", "faal-at", "--faal-start-epoch", "1", "--tau-schedule", "2:0.05"
@@ -164,6 +191,34 @@ def test_faal_start_epoch_and_tau_schedule(digits):
     x, y = first_batch(digits)
     trainer.train_step(x, y)  # epoch 0: before the start, uniform weights
     torch.testing.assert_close(trainer.last_weights, torch.full((10,), 0.1))
+
+
+def test_fixed_class_ratios_apply_from_the_first_batch(digits):
+    """--method fixed-class: class 3's KL term weighs 2.5x, its budget is 2x, from step one."""
+    trainer = make_trainer(
+        digits, "--method", "fixed-class", "--attack-steps", "6",
+        "--class-boundary-weight", "3=2.5", "--class-eps-scale", "3=2",
+    )  # fmt: skip
+    assert trainer.class_eps_values() == [0.1] * 3 + [0.2] + [0.1] * 6
+    reference = copy.deepcopy(trainer.model)
+    gen = torch.Generator().manual_seed(5)
+    trainer.attack_gen.set_state(gen.get_state())
+    x, y = first_batch(digits, batch_size=32, seed=1)
+    assert (y == 3).sum() == 5
+
+    trainer.train_step(x, y)
+
+    eps = torch.where(y == 3, 0.2, 0.1).double()
+    x_adv = trades_attack(reference, x, eps=eps, step_size=0.025, steps=6, generator=gen)
+    moved = (x_adv - x).abs().flatten(1).amax(1).double()
+    assert torch.all(moved <= eps + 1e-6) and torch.any(moved[y == 3] > 0.1 + 1e-3)
+    reference.train()
+    adv, clean = reference(x_adv).double(), reference(x).double()
+    ce = F.cross_entropy(clean, y, reduction="none")
+    kl = (F.softmax(clean, 1) * (F.log_softmax(clean, 1) - F.log_softmax(adv, 1))).sum(1)
+    r = torch.where(y == 3, 2.5, 1.0).double()
+    expected = ce.mean() + 1.5 * (r * kl).sum() / r.sum()  # FRL's loss, SPEC §4
+    assert float(trainer.last_loss) == pytest.approx(float(expected.detach()), rel=1e-4)
 
 
 # ------------------------------------------------------------------------------------------
@@ -278,6 +333,43 @@ def test_resume_with_conflicting_config_is_refused(reference_run, tmp_path, caps
     assert T.main(["--resume", str(out), "--quiet", "--save-every", "3"]) == 0
 
 
+def test_faal_statistic_is_saved_and_resume_conflicts_are_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--method", "faal-at", "--epochs", "1", "--attack-steps", "1", "--faal-statistic",
+            "ce", "--final-attacks", "clean", "--final-n-per-class", "2"]  # fmt: skip
+    assert run(out, *argv, on_step_end=_interrupt_at(2)) == 130
+    assert json.loads((out / "config.json").read_text())["faal_statistic"] == "ce"
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["config"]["faal_statistic"] == "ce"
+    assert ckpt["trainer"]["weighting"]["statistic"] == "ce"
+    with pytest.raises(SystemExit) as exc:
+        T.main(["--resume", str(out), "--faal-statistic", "margin", "--quiet"])
+    assert exc.value.code == 2
+    assert "faal_statistic: run has 'ce', given 'margin'" in capsys.readouterr().err
+
+
+def test_final_checkpoint_last_evaluates_the_end_of_training(tmp_path, digits):
+    out = tmp_path / "run"
+    argv = ["--method", "pgd-at", "--epochs", "2", "--attack-steps", "1", "--final-attacks",
+            "clean", "--final-n-per-class", "5", "--final-checkpoint", "last"]  # fmt: skip
+    assert run(out, *argv) == 0
+    assert (out / "best.pt").exists()
+    final = json.loads((out / "final.json").read_text())
+    assert final["checkpoint"] == "last.pt"
+    test = stratified_subset(digits.test, 5, seed=0)
+    model, _ = model_from_checkpoint(out / "last.pt")
+    result = evaluate_model(model, test, num_classes=10, attacks=("clean",), eps=0.1,
+                            step_size=0.025, batch_size=256, seed=0)  # fmt: skip
+    assert final["results"]["clean"]["per_class"] == result["clean"]["per_class"]
+    # without a validation split there is no best.pt: the default evaluates last.pt
+    out2 = tmp_path / "no-val"
+    argv2 = ["--method", "natural", "--epochs", "1", "--val-per-class", "0", "--final-attacks",
+             "clean", "--final-n-per-class", "2"]  # fmt: skip
+    assert run(out2, *argv2) == 0
+    assert not (out2 / "best.pt").exists()
+    assert json.loads((out2 / "final.json").read_text())["checkpoint"] == "last.pt"
+
+
 def test_frl_updates_each_epoch_from_validation_errors(tmp_path):
     """FRL multipliers and per-class eps follow SPEC §4 from the logged validation accuracies."""
     out = tmp_path / "frl"
@@ -330,6 +422,14 @@ def test_frl_updates_each_epoch_from_validation_errors(tmp_path):
         (["--epochs", "0"], "--epochs"),
         (["--tau-schedule", "0-0.1"], "--tau-schedule"),
         (["--final-attacks", "pgd7"], "--final-attacks"),
+        (["--final-checkpoint", "first"], "--final-checkpoint"),
+        (["--faal-statistic", "hinge"], "--faal-statistic"),
+        (["--method", "trades", "--class-boundary-weight", "3=2"], "needs --method fixed-class"),
+        (["--method", "fixed-class", "--class-eps-scale", "3=0"], "must be a finite number > 0"),
+        (["--method", "fixed-class", "--class-eps-scale", "3"], "is not CLASS=RATIO"),
+        (["--method", "fixed-class", "--class-boundary-weight", "3=2,3=4"], "at most once"),
+        (["--method", "fixed-class", "--class-boundary-weight", "cat=2"], "unknown class 'cat'"),
+        (["--method", "fixed-class", "--class-eps-scale", "10=2"], "class index 10"),
     ],
 )
 def test_bad_input_exits_2(argv, message, capsys):

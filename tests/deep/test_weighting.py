@@ -10,10 +10,12 @@ import theory.dro
 from deep.weighting import (
     BaselineReweight,
     FAALWeighting,
+    FixedClassWeighting,
     FRLWeighting,
     UniformWeighting,
     build_weighting,
     class_mean_statistic,
+    faal_statistic,
     frl_trades_loss,
     weighted_mean_loss,
 )
@@ -135,6 +137,38 @@ def test_faal_weights_solve_dro_on_class_means(margins_batch):
     np.testing.assert_allclose(1.0 / ref, slope * stats + intercept, rtol=1e-8)
     assert slope < 0  # higher margin (worse class) -> larger weight
     assert np.argmax(ref) == np.argmax(stats) and np.argmin(ref) == 3  # absent class: margin -1
+
+
+def test_faal_statistics_by_hand():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    p = np.exp(logits.numpy()) / np.exp(logits.numpy()).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(faal_statistic("ce", logits, y).numpy(), -np.log(p[[0, 1], [0, 1]]))
+    margin = [p[0, 1] - p[0, 0], p[1, 2] - p[1, 1]]  # max_{j != y} p_j - p_y
+    np.testing.assert_allclose(faal_statistic("margin", logits, y).numpy(), margin)
+    with pytest.raises(ValueError, match="statistic"):
+        faal_statistic("hinge", logits, y)
+    with pytest.raises(ValueError, match="statistic"):
+        FAALWeighting(0.3, num_classes=3, statistic="hinge")
+
+
+def test_faal_ce_statistic_gives_absent_classes_its_minimum(margins_batch):
+    """CE >= 0: a class absent from the batch gets 0, the least possible loss, so least weight."""
+    _, y = margins_batch
+    ce = torch.rand(10, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 3
+    faal = FAALWeighting(tau=0.3, num_classes=5, statistic="ce")
+    w = faal.batch_weights(ce, y, epoch=0).double().numpy()
+    stats = _numpy_class_means(ce.numpy(), y.numpy(), 5, absent=0.0)
+    np.testing.assert_allclose(w, solve_kl_dro(stats, 0.3), rtol=1e-5)
+    assert np.argmin(w) == 3 and _kl_u_w(w) == pytest.approx(0.3, rel=1e-4)
+    state = faal.state_dict()
+    assert state["statistic"] == "ce"
+    restored = FAALWeighting(num_classes=5)
+    restored.load_state_dict(state)
+    assert restored.statistic == "ce"
+    legacy = {k: v for k, v in state.items() if k != "statistic"}  # written before the option
+    restored.load_state_dict(legacy)
+    assert restored.statistic == "margin"
 
 
 def test_faal_count_weighted(margins_batch):
@@ -310,6 +344,59 @@ def test_frl_state_round_trip():
 
 
 # -- baseline -------------------------------------------------------------------------------------
+
+
+# -- fixed class weights (FRL §5.3) ----------------------------------------------------------------
+
+
+def test_fixed_class_loss_weights_and_eps_by_hand():
+    fixed = FixedClassWeighting(
+        3, base_eps=0.1, boundary_ratios=[1.0, 3.0, 1.0], eps_scales=[1.0, 1.0, 2.5]
+    )
+    np.testing.assert_allclose(fixed.bndy_weight_values(), [0.2, 0.6, 0.2])
+    np.testing.assert_allclose(fixed.nat_weight_values(), [1 / 3] * 3)
+    np.testing.assert_allclose(fixed.eps_values(), [0.1, 0.1, 0.25])
+    y = torch.tensor([0, 2, 1, 1])
+    np.testing.assert_allclose(fixed.class_eps(y).numpy(), [0.1, 0.25, 0.1, 0.1], rtol=1e-6)
+    ce = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    kl = torch.tensor([0.5, 0.25, 1.0, 2.0])
+    # mean CE + beta * (class-1 samples count 3x in the boundary term)
+    expected = 2.5 + 1.5 * (0.5 + 0.25 + 3 * 1.0 + 3 * 2.0) / (1 + 1 + 3 + 3)
+    assert fixed.trades_loss(ce, kl, y, beta=1.5).item() == pytest.approx(expected, rel=1e-6)
+    torch.testing.assert_close(fixed.batch_weights(None, y), torch.full((3,), 1 / 3))
+    # unscaled budgets: the scalar base eps, as for uniform weights
+    assert FixedClassWeighting(3, 0.1, boundary_ratios=[1, 2, 1]).class_eps(y) == 0.1
+
+
+def test_fixed_class_ratio_equals_frl_multipliers_with_that_ratio():
+    """FRL's w1 = 1/C + lambda1 - mean(lambda1) with lambda1_k = (r - 1)/(r + C - 1) gives
+    class k r times the others' weight: the same boundary weights."""
+    r, c, k = 4.5, 10, 4
+    frl = FRLWeighting(c, base_eps=0.1, mode="rw")
+    frl.lambda1[k] = (r - 1) / (r + c - 1)
+    ratios = np.ones(c)
+    ratios[k] = r
+    fixed = FixedClassWeighting(c, 0.1, boundary_ratios=ratios)
+    np.testing.assert_allclose(fixed.bndy_weight_values(), frl.bndy_weight_values(), rtol=1e-12)
+
+
+def test_fixed_class_validation_and_state():
+    for bad in ([1.0, 0.0, 1.0], [1.0, math.inf, 1.0], [1.0, 2.0]):
+        with pytest.raises(ValueError, match="boundary_ratios"):
+            FixedClassWeighting(3, 0.1, boundary_ratios=bad)
+    with pytest.raises(ValueError, match="eps_scales"):
+        FixedClassWeighting(3, 0.1, eps_scales=[-1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="base_eps"):
+        FixedClassWeighting(3, 0.0)
+    fixed = FixedClassWeighting(3, 0.1, boundary_ratios=[2, 1, 1], eps_scales=[1, 1.5, 1])
+    fixed.update_from_validation([0.9, 0.1, 0.1], [0.5, 0.1, 0.1])  # nothing is learnt
+    restored = FixedClassWeighting(3, 0.1)
+    restored.load_state_dict(fixed.state_dict())
+    np.testing.assert_allclose(restored.bndy_weight_values(), [0.5, 0.25, 0.25])
+    np.testing.assert_allclose(restored.eps_values(), [0.1, 0.15, 0.1])
+    with pytest.raises(ValueError, match="fixed-class"):
+        restored.load_state_dict(FRLWeighting(3, 0.1).state_dict())
+    assert isinstance(build_weighting("fixed-class", 3, base_eps=0.1), FixedClassWeighting)
 
 
 def test_baseline_reweight_upweights_worst_robust_class():
