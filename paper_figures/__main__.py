@@ -42,6 +42,7 @@ SCRIPTS: tuple[Script, ...] = (
     Script("frl_fig1", "deep", "FRL Figure 1 and Table 1 (class-wise errors, nat -> adv)"),
     Script("frl_fig3", "deep", "FRL Figure 3 (one class: upweight vs larger eps)"),
     Script("frl_tables", "deep", "FRL Tables 2-3 (avg / worst std, bndy, rob error)"),
+    Script("faal_fig1", "deep", "FAAL supp. Fig. 1 (CE vs CW margin as FAAL's class statistic)"),
     Script("faal_fig2", "deep", "FAAL supp. Fig. 2 (AT vs TRADES adversaries in FAAL)"),
     Script("faal_fig3", "deep", "FAAL supp. Fig. 3 (class-wise robust acc., from scratch)"),
     Script("faal_fig4", "deep", "FAAL supp. Fig. 4 (tau sweep: avg / worst clean, robust)"),

@@ -268,17 +268,20 @@ class Profile:
         base: RunSpec,
         method: str,
         seed: int,
-        delta: float,
+        delta: float | None,
         *extra: str,
         epochs: int | None = None,
         name: str | None = None,
     ) -> RunSpec:
-        """FRL §5.1 fine-tuning of ``base``: lr 1e-3 decayed x0.1 half way, tolerance ``delta``."""
+        """FRL §5.1 fine-tuning of ``base``: lr 1e-3 decayed x0.1 half way, tolerance ``delta``
+        (None: a method without FRL's multiplier updates, e.g. ``fixed-class``)."""
         epochs = self.frl_epochs if epochs is None else epochs
         argv = self._common(method, seed, None)
         argv += ["--epochs", str(epochs), "--lr", "0.001", "--schedule", "multistep"]
-        argv += ["--milestones", str(max(1, epochs // 2)), "--frl-delta", repr(float(delta))]
-        label = name or f"{method}-{delta:g}"
+        argv += ["--milestones", str(max(1, epochs // 2))]
+        if delta is not None:
+            argv += ["--frl-delta", repr(float(delta))]
+        label = name or (method if delta is None else f"{method}-{delta:g}")
         return RunSpec(f"{label}-from-{base.name}", tuple(argv) + tuple(extra), init=base)
 
 

@@ -1,8 +1,12 @@
-"""FAAL supplement Figures 2-10: class-wise and average / worst-class accuracy, before and after.
+"""FAAL supplement Figures 1-10: class-wise and average / worst-class accuracy, before and after.
 
 One script per figure (``python -m paper_figures.faal_figN``), all built from cached ``deep.train``
 runs (``paper_figures.runs``) and their ``final.json`` / ``class_weights.csv``:
 
+* Fig. 1:    FAAL_AT fine-tuning of a PGD-AT model with the cross-entropy vs the CW margin as the
+             class statistic of the intermediate maximisation (supp. C.2; ``deep.train
+             --faal-statistic ce|margin``): class-wise robust accuracy, and average and
+             worst-class clean / robust accuracy.
 * Fig. 2:    fine-tuning a PGD-AT model with FAAL_AT vs FAAL_TRADES (different adversaries):
              average and worst-class clean / PGD-20 / CW-20 / AA accuracy.
 * Fig. 3:    class-wise robust accuracy of models trained from scratch (PGD-AT, TRADES, FAAL).
@@ -49,6 +53,7 @@ from paper_figures.style import (
 __all__ = ["FIGURES", "main"]
 
 FIGURES = {
+    "1": "CE vs CW margin as FAAL's class statistic, fine-tuning a PGD-AT model",
     "2": "FAAL_AT vs FAAL_TRADES fine-tuning of a PGD-AT model",
     "3": "class-wise robust accuracy, training from scratch",
     "4": "tau sweep of FAAL_AT fine-tuning a TRADES model",
@@ -99,6 +104,64 @@ def _std_or_none(std, seeds):
 
 
 # --------------------------------------------------------------------------------------------
+#: FAAL supp. Fig. 1's runs: (method key, label, colour, extra deep.train options). The CW margin
+#: is deep.train's default, so that run is the one Figs 2, 5 and 6 fine-tune as well.
+FIG1_VARIANTS = (
+    ("faal-at-ce", "+ FAAL_AT, CE statistic", "#9467bd", ("--faal-statistic", "ce")),
+    ("faal-at", "+ FAAL_AT, CW margin", method_color("faal-at"), ()),
+)
+
+
+def figure1(ctx: _Context, stem: str):
+    p = ctx.profile
+    bases = [p.scratch("pgd-at", s) for s in p.seeds]
+    entries = [("pgd-at", "PGD-AT model", method_color("pgd-at"), bases)]
+    for key, label, color, extra in FIG1_VARIANTS:
+        specs = [p.faal_finetune(b, "faal-at", s, *extra, name=key) for b, s in zip(bases, p.seeds)]
+        entries.append((key, label, color, specs))
+    finals = {key: ctx.finals(specs) for key, _, _, specs in entries}
+    robust = p.robust_key
+    fig = new_figure(13.0, 4.0)
+    grid = fig.add_gridspec(1, 2, width_ratios=[1.6, 1.0])
+    rows = []
+    # (a) class-wise robust accuracy
+    ax = fig.add_subplot(grid[0, 0])
+    series = []
+    classes = finals["pgd-at"][0]["classes"]
+    for key, label, color, _ in entries:
+        mean, std = per_class_over_seeds(finals[key], lambda f: per_class_accuracy(f, robust))
+        series.append((label, color, mean, _std_or_none(std, p.seeds)))
+        rows += [(key, label, robust, name, c, float(mean[c]), float(std[c]), len(finals[key]))
+                 for c, name in enumerate(classes)]  # fmt: skip
+    _grouped_class_bars(ax, classes, series, ylabel=f"{ctx.robust_name()} accuracy (%)")
+    ax.set_title(f"(a) class-wise {ctx.robust_name()} accuracy", fontsize=9)
+    # (b) average and worst-class clean / robust accuracy
+    ax = fig.add_subplot(grid[0, 1])
+    groups = [(r, w) for r in ("clean", robust) for w in ("average", "worst")]
+    x = np.arange(len(groups))
+    width = 0.8 / len(entries)
+    for i, (key, label, color, _) in enumerate(entries):
+        stats = [over_seeds(finals[key], lambda f, r=r, w=w: accuracy(f, r, w)) for r, w in groups]
+        rows += [(key, label, r, w, "", st[0], st[1], st[2]) for (r, w), st in zip(groups, stats)]
+        ax.bar(x + (i - (len(entries) - 1) / 2) * width, [st[0] for st in stats], width,
+               yerr=_std_or_none(np.array([st[1] for st in stats]), p.seeds), color=color,
+               label=label, capsize=2)  # fmt: skip
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{RESULT_NAMES[r]}\n{w}" for r, w in groups], fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    ax.set_title("(b) average and worst-class accuracy", fontsize=9)
+    fig.suptitle(
+        f"FAAL supp. Fig. 1: CE vs CW margin in the intermediate maximisation (FAAL_AT "
+        f"fine-tuning, tau {p.faal_tau:g}) — {p.describe()}",
+        fontsize=10,
+    )
+    header = ["method", "label", "result", "scope", "class_index", "mean_pct", "std_pct", "seeds"]
+    return fig, header, rows
+
+
 def figure2(ctx: _Context, stem: str):
     p = ctx.profile
     methods = ("pgd-at", "faal-at", "faal-trades")
@@ -298,6 +361,7 @@ def figure6(ctx: _Context, stem: str):
 
 
 _BUILDERS = {
+    "1": figure1,
     "2": figure2,
     "3": figure3,
     "4": figure4,
@@ -308,7 +372,7 @@ _BUILDERS = {
 
 
 def main(argv: Sequence[str] | None = None, *, figure: str) -> int:
-    """Build FAAL supp. Figure ``figure`` ("2", "3", "4", "5", "6" or "7_10")."""
+    """Build FAAL supp. Figure ``figure`` ("1", "2", "3", "4", "5", "6" or "7_10")."""
     if figure not in _BUILDERS:
         raise ValueError(f"figure must be one of {sorted(_BUILDERS)}, got {figure!r}")
     stem = f"faal_fig{figure}"

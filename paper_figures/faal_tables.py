@@ -17,10 +17,12 @@ are left out.
              python -m paper_figures.faal_table3 --dataset cifar10 --data-dir DIR --device cuda
     Table 4  from scratch (PreAct-ResNet18, 200 epochs on CIFAR-10)
              python -m paper_figures.faal_table4 --dataset cifar10 --data-dir DIR --device cuda
-    Table 5  FAAL_AT fine-tuning for 2, 4, 6, 8 epochs (WRN-34-10 PGD-AT model)
+    Table 5  FAAL_AT fine-tuning for 2, 4, 6, 8 epochs (WRN-34-10 PGD-AT model; each row is the
+             model after that many epochs)
              python -m paper_figures.faal_table5 --dataset cifar10 --data-dir DIR --device cuda
     Table 6  CIFAR-100, ResNet-18: fine-tuning a TRADES model (tau 0.05) and FAAL from scratch
-             (switched on at 75% of the epochs with tau 0.025, raised to 0.05 at 90%)
+             (switched on at 75% of the epochs with tau 0.025, raised to 0.05 at 90%; evaluated
+             at the last epoch)
              python -m paper_figures.faal_table6 --dataset cifar100 --data-dir DIR --device cuda
 
 Writes ``faal_tableN.png`` (the table), ``faal_tableN.csv`` and ``faal_tableN.md``.
@@ -134,7 +136,10 @@ def _rows_for_seed(profile: Profile, table: int, seed: int) -> list[FinetuneRow]
         base = scratch("pgd-at")
         rows = [FinetuneRow("PGD-AT", "pgd-at", base, None)]
         for epochs in (2, 4) if profile.quick else (2, 4, 6, 8):
-            spec = profile.faal_finetune(base, "faal-at", seed, epochs=epochs)
+            # the model after that many epochs (best.pt would pick an earlier epoch)
+            spec = profile.faal_finetune(
+                base, "faal-at", seed, "--final-checkpoint", "last", epochs=epochs
+            )
             rows.append(FinetuneRow("+ FAAL_AT", "faal-at", spec, epochs))
         return rows
     if table == 6:
@@ -143,6 +148,8 @@ def _rows_for_seed(profile: Profile, table: int, seed: int) -> list[FinetuneRow]
         epochs = _scratch_epochs(profile)
         start, raise_at = round(0.75 * epochs), round(0.9 * epochs)
         schedule = ["--faal-start-epoch", str(start), "--tau-schedule", f"0:0.025,{raise_at}:0.05"]
+        # the end of training: best.pt may come from an epoch before FAAL switches on
+        schedule += ["--final-checkpoint", "last"]
         for key, label in (("faal-at", "FAAL_AT"), ("faal-trades", "FAAL_TRADES")):
             rows.append(FinetuneRow(label, key, scratch(key, *schedule, name=f"{key}-late"), None))
         return rows

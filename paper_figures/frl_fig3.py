@@ -7,10 +7,12 @@ and budget. Upweighting trades the class's boundary error for standard error; a 
 lowers its boundary and robust error without raising its standard error (the reason for FRL's
 Remargin).
 
-The fixed ratios are FRL multipliers held constant (``frl-rw`` / ``frl-rm`` with the multiplier
-rates set to 0; see ``RunSpec.fixed_frl``): lambda1_c = (r - 1) / (r + C - 1) gives w1_c / w1_j = r
-under FRL's weights w = 1/C + lambda - mean(lambda); lambda2_c = log(r) / 2 gives eps_c = r eps
-(budget cap raised to 2.5 eps). The first batch of each run trains with uniform multipliers.
+Each run is ``deep.train --method fixed-class`` (FRL's loss, beta 1.5, with fixed class weights,
+applied from the first batch): ``--class-boundary-weight CLASS=r`` for (a), ``--class-eps-scale
+CLASS=r`` for (b); ratio 1 is the same run for both (FRL's loss with uniform weights). The runs
+fine-tune for FRL's schedule (lr 1e-3, x0.1 half way) and are evaluated at their last epoch
+(``--final-checkpoint last``): the figure shows the model each ratio trains, not an epoch chosen by
+the worst-class validation accuracy.
 
     python -m paper_figures.frl_fig3 --quick
     python -m paper_figures.frl_fig3 --dataset cifar10 --data-dir DIR --device cuda   # "deer"
@@ -31,7 +33,7 @@ from paper_figures.common import Profile, build_parser, make_logger, parse_args,
 from paper_figures.runs import RunSpec, ensure_run, mean_std, read_final
 from paper_figures.style import METRIC_COLORS, new_figure, save_figure
 
-__all__ = ["WEIGHT_RATIOS", "EPS_RATIOS", "fixed_multipliers", "main"]
+__all__ = ["WEIGHT_RATIOS", "EPS_RATIOS", "run_spec", "main"]
 
 NAME = "frl_fig3"
 WEIGHT_RATIOS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5)
@@ -40,28 +42,20 @@ EPS_RATIOS = (1.0, 1.5, 2.0, 2.5)
 PAPER_CLASS = {"cifar10": "deer"}
 
 
-def fixed_multipliers(num_classes: int, target: int, *, weight_ratio=1.0, eps_ratio=1.0):
-    """(lambda0, lambda1, lambda2) giving class ``target`` a boundary weight ``weight_ratio``
-    times the others' and a budget ``eps_ratio`` times the base budget (FRL Eq. 9-11)."""
-    if weight_ratio < 1 or eps_ratio < 1:
-        raise ValueError("ratios must be >= 1")
-    lam1 = [0.0] * num_classes
-    lam2 = [0.0] * num_classes
-    lam1[target] = (weight_ratio - 1.0) / (weight_ratio + num_classes - 1.0)
-    lam2[target] = 0.5 * math.log(eps_ratio)
-    return (tuple([0.0] * num_classes), tuple(lam1), tuple(lam2))
-
-
-def _spec(profile: Profile, base: RunSpec, seed: int, classes, target, kind, ratio, eps):
-    mode = "frl-rw" if kind == "weight" else "frl-rm"
-    kw = {"weight_ratio": ratio} if kind == "weight" else {"eps_ratio": ratio}
-    spec = profile.frl_finetune(
-        base, mode, seed, 0.05, "--frl-alpha1", "0", "--frl-alpha2", "0",
-        *(["--frl-eps-cap", repr(max(EPS_RATIOS) * eps)] if kind == "eps" else []),
-        name=f"fixed-{kind}{ratio:g}-c{target}",
-    )  # fmt: skip
-    return RunSpec(spec.name, spec.argv, spec.init,
-                   fixed_multipliers(len(classes), target, **kw))  # fmt: skip
+def run_spec(profile: Profile, base: RunSpec, seed: int, target: int, kind: str, ratio: float):
+    """The fine-tuning run giving class ``target`` a boundary-weight (``kind="weight"``) or budget
+    (``kind="eps"``) ``ratio`` times the others'; ratio 1 is one run for both kinds."""
+    if kind not in ("weight", "eps"):
+        raise ValueError(f"kind must be 'weight' or 'eps', got {kind!r}")
+    if not (math.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"ratio must be a finite number > 0, got {ratio}")
+    extra = ["--final-checkpoint", "last"]
+    name = "fixed-class-uniform"
+    if ratio != 1.0:
+        option = "--class-boundary-weight" if kind == "weight" else "--class-eps-scale"
+        extra += [option, f"{target}={float(ratio)!r}"]
+        name = f"fixed-{kind}{ratio:g}-c{target}"
+    return profile.frl_finetune(base, "fixed-class", seed, None, *extra, name=name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,7 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     bases = {s: profile.scratch("pgd-at", s) for s in profile.seeds}
     base_final = read_final(run(bases[profile.seeds[0]]))
     classes = list(base_final["classes"])
-    eps = float(base_final["eps"])  # the training budget of the base run (deep.train's default)
     wanted = args.target_class or PAPER_CLASS.get(profile.dataset)
     if wanted is None:
         target = int(np.argmax(base_final["frl_errors"]["robust"]["per_class"]))
@@ -99,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for kind, ratios in (("weight", weight_ratios), ("eps", eps_ratios)):
         for ratio in ratios:
             finals = [
-                read_final(run(_spec(profile, bases[s], s, classes, target, kind, ratio, eps)))
+                read_final(run(run_spec(profile, bases[s], s, target, kind, ratio)))
                 for s in profile.seeds
             ]
             for err in ("standard", "boundary", "robust"):

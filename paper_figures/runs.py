@@ -54,18 +54,11 @@ class RunSpec:
         argv: ``deep.train`` options that define the run (never ``--out``, ``--resume``,
             ``--init``, ``--quiet`` or ``--device``: those are added by :func:`ensure_run`).
         init: fine-tune from this run's evaluated checkpoint (``--init``), or None (from scratch).
-        fixed_frl: FRL multipliers ``(lambda0, lambda1, lambda2)`` (one tuple of C floats each) to
-            hold fixed during training, or None. For FRL §5.3 (Figure 3): a chosen class's
-            boundary-error weight or attack budget raised by a fixed ratio. The run must use an
-            FRL preset with ``--frl-alpha1 0 --frl-alpha2 0`` (no multiplier updates); the values
-            are set through ``deep.train.main``'s ``on_step_end`` hook, so the first batch of the
-            run still trains with the initial (uniform) multipliers.
     """
 
     name: str
     argv: tuple[str, ...]
     init: RunSpec | None = field(default=None)
-    fixed_frl: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
         reserved = {"--out", "--resume", "--init", "--quiet", "--device"}
@@ -74,18 +67,11 @@ class RunSpec:
             raise ValueError(f"RunSpec.argv must not contain {sorted(reserved)}; got {bad}")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ValueError(f"RunSpec.name must be a plain file name, got {self.name!r}")
-        if self.fixed_frl is not None:
-            if len(self.fixed_frl) != 3 or len({len(v) for v in self.fixed_frl}) != 1:
-                raise ValueError("RunSpec.fixed_frl must be three equally long tuples")
-            if not {"--frl-alpha1", "--frl-alpha2"} <= set(self.argv):
-                raise ValueError("a run with fixed_frl needs --frl-alpha1 0 --frl-alpha2 0")
 
     @property
     def key(self) -> str:
         """Directory name: ``<name>-<hash of argv and of the init run's key>``."""
         identity = {"argv": list(self.argv), "init": None if self.init is None else self.init.key}
-        if self.fixed_frl is not None:
-            identity["fixed_frl"] = [list(v) for v in self.fixed_frl]
         identity = json.dumps(identity, sort_keys=True)
         return f"{self.name}-{hashlib.sha1(identity.encode()).hexdigest()[:10]}"
 
@@ -150,23 +136,6 @@ def read_class_weight_steps(run_dir: str | os.PathLike) -> tuple[list[int], list
     return epochs, weights
 
 
-def _hold_frl_multipliers(fixed):
-    """``on_step_end`` hook: keep the FRL multipliers at ``fixed`` (set after the first step)."""
-    target = {k: [float(v) for v in values] for k, values in zip(_LAMBDAS, fixed)}
-
-    def hook(trainer) -> None:
-        state = trainer.weighting.state_dict()
-        if state.get("kind") != "frl":
-            raise RunError("fixed FRL multipliers need an FRL method (frl-rw / frl-rm / frl-rwrm)")
-        if any(state[k] != v for k, v in target.items()):
-            trainer.weighting.load_state_dict({**state, **target})
-
-    return hook
-
-
-_LAMBDAS = ("lambda0", "lambda1", "lambda2")
-
-
 def _chosen_checkpoint(run_dir: Path) -> Path:
     """The checkpoint the run's final.json was evaluated on (best.pt, else last.pt)."""
     name = read_final(run_dir).get("checkpoint") or "best.pt"
@@ -214,8 +183,7 @@ def ensure_run(
     with log_path.open("a") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
         print("python -m deep.train " + " ".join(argv), flush=True)
         try:
-            hook = None if spec.fixed_frl is None else _hold_frl_multipliers(spec.fixed_frl)
-            status = train.main(argv, on_step_end=hook)
+            status = train.main(argv)
         except SystemExit as exc:  # argparse errors (exit status 2)
             status = exc.code if isinstance(exc.code, int) else 2
             print(exc.code if not isinstance(exc.code, int) else "", flush=True)

@@ -22,7 +22,14 @@ from scipy.stats import norm
 import paper_figures
 from paper_figures import __main__ as dispatcher
 from paper_figures.common import Profile
-from paper_figures.runs import RunError, RunSpec, ensure_run, mean_std, read_final
+from paper_figures.runs import (
+    RunError,
+    RunSpec,
+    ensure_run,
+    mean_std,
+    read_final,
+    read_metrics,
+)
 
 # Tiny deep settings shared by the tests below (so their runs are shared through the cache).
 TINY = ["--quick", "--epochs", "1", "--train-per-class", "12", "--test-per-class", "6", "--quiet"]
@@ -278,31 +285,87 @@ def test_frl_fig2_reads_the_simulation(tmp_path, cache):
         assert float(r["ci_low"]) <= float(r["test_error"]) <= float(r["ci_high"])
 
 
-def test_fixed_multipliers_give_the_requested_ratios():
-    from paper_figures.frl_fig3 import fixed_multipliers
-
-    lam0, lam1, lam2 = fixed_multipliers(10, 4, weight_ratio=4.5, eps_ratio=2.5)
-    # FRL's class weights w = 1/C + lambda - mean(lambda) (SPEC §4), computed here
-    w1 = 0.1 + np.array(lam1) - np.mean(lam1)
-    assert w1[4] / w1[0] == pytest.approx(4.5)
-    assert np.allclose(np.delete(w1, 4), w1[0]) and w1.sum() == pytest.approx(1.0)
-    assert math.exp(2 * lam2[4]) == pytest.approx(2.5) and lam0 == (0.0,) * 10
-    with pytest.raises(ValueError, match="alpha"):
-        RunSpec("x", ("--method", "frl-rw"), fixed_frl=(lam0, lam1, lam2))
-
-
-def test_a_run_with_fixed_frl_multipliers_keeps_them(cache):
-    from paper_figures.frl_fig3 import fixed_multipliers
+def test_frl_fig3_runs_fixed_class_ratios_from_the_first_batch():
+    from deep.train import build_parser, resolve_config
+    from paper_figures.frl_fig3 import run_spec
 
     profile = Profile("digits", quick=True, epochs=1, train_per_class=12, test_per_class=6)
-    spec = profile.frl_finetune(
-        _tiny_spec(), "frl-rw", 0, 0.05, "--frl-alpha1", "0", "--frl-alpha2", "0", epochs=2
-    )
-    fixed = RunSpec(spec.name, spec.argv, spec.init, fixed_multipliers(10, 3, weight_ratio=3.0))
-    run_dir = ensure_run(fixed, cache, log=None)
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        w1 = json.loads(line)["frl"]["next_bndy_weights"]
-        assert w1[3] / w1[0] == pytest.approx(3.0)
+    base = _tiny_spec()
+    weight = run_spec(profile, base, 0, 4, "weight", 4.5)
+    eps = run_spec(profile, base, 0, 4, "eps", 2.5)
+    parser = build_parser()
+    cfg_w = resolve_config(parser.parse_args(list(weight.argv) + ["--init", "b.pt"]), parser)
+    cfg_e = resolve_config(parser.parse_args(list(eps.argv) + ["--init", "b.pt"]), parser)
+    assert cfg_w["method"] == cfg_e["method"] == "fixed-class"
+    assert cfg_w["class_boundary_weight"] == [[4, 4.5]] and cfg_w["class_eps_scale"] is None
+    assert cfg_e["class_eps_scale"] == [[4, 2.5]] and cfg_e["class_boundary_weight"] is None
+    assert cfg_w["final_checkpoint"] == cfg_e["final_checkpoint"] == "last"
+    assert cfg_w["lr"] == 0.001 and weight.init == base
+    # ratio 1 is FRL's loss with uniform weights: one run serves both panels
+    assert run_spec(profile, base, 0, 4, "weight", 1.0) == run_spec(profile, base, 0, 4, "eps", 1.0)
+    with pytest.raises(ValueError, match="kind"):
+        run_spec(profile, base, 0, 4, "margin", 2.0)
+
+
+def test_frl_fig3_reports_the_target_class_errors(tmp_path, cache):
+    from paper_figures import frl_fig3
+
+    argv = TINY + ["--runs-dir", str(cache), "--out", str(tmp_path), "--target-class", "3"]
+    assert frl_fig3.main(argv) == 0
+    rows = _rows(tmp_path / "frl_fig3.csv")
+    assert {(r["experiment"], float(r["ratio"])) for r in rows} == {
+        ("weight", 1.0),
+        ("weight", 2.5),
+        ("weight", 4.5),
+        ("eps", 1.0),
+        ("eps", 2.5),
+    }
+    runs = {}
+    for run_dir in cache.glob("fixed-*"):
+        config = json.loads((run_dir / "config.json").read_text())
+        if config["train_per_class"] == 12:
+            runs[run_dir.name.split("-from-")[0]] = (config, read_final(run_dir))
+    for r in rows:
+        ratio = float(r["ratio"])
+        name = "fixed-class-uniform" if ratio == 1 else f"fixed-{r['experiment']}{ratio:g}-c3"
+        config, final = runs[name]
+        option = "class_boundary_weight" if r["experiment"] == "weight" else "class_eps_scale"
+        assert config[option] == (None if ratio == 1 else [[3, ratio]])
+        assert final["checkpoint"] == "last.pt"
+        expected = 100 * final["frl_errors"][r["error"]]["per_class"][3]
+        assert float(r["mean_pct"]) == pytest.approx(expected)
+    (eps_dir,) = cache.glob("fixed-eps2.5-c3-*")
+    for line in read_metrics(eps_dir):  # the larger budget from the first epoch on
+        assert line["class_eps"][3] == pytest.approx(2.5 * line["class_eps"][0])
+
+
+def test_faal_fig1_compares_the_ce_and_margin_statistics(tmp_path, cache):
+    from paper_figures import faal_fig1
+
+    assert faal_fig1.main(TINY + ["--runs-dir", str(cache), "--out", str(tmp_path)]) == 0
+    finals = {}
+    prefixes = {
+        "faal-at-ce": "faal-at-ce-from-pgd-at-s0-",
+        "faal-at": "faal-at-from-pgd-at-s0-",
+        "pgd-at": "pgd-at-s0-",
+    }
+    for key, prefix in prefixes.items():
+        dirs = [d for d in cache.glob(prefix + "*") if (d / "final.json").exists()]
+        dirs = [d for d in dirs if read_final(d)["results"]["clean"]["counts"] == [6] * 10]
+        assert len(dirs) == 1, prefix
+        finals[key] = read_final(dirs[0])
+        config = json.loads((dirs[0] / "config.json").read_text())
+        assert config.get("faal_statistic", "margin") == ("ce" if key == "faal-at-ce" else "margin")
+    rows = _rows(tmp_path / "faal_fig1.csv")
+    assert len(rows) == 3 * (10 + 4)
+    for r in rows:
+        result = finals[r["method"]]["results"][r["result"]]
+        if r["class_index"]:
+            expected = result["per_class"][int(r["class_index"])]
+        else:
+            expected = result[r["scope"]]
+        assert float(r["mean_pct"]) == pytest.approx(100 * expected)
+    assert (tmp_path / "faal_fig1.png").stat().st_size > 10_000
 
 
 def test_all_passes_the_common_options_to_deep_scripts(tmp_path, cache):
@@ -337,6 +400,15 @@ def test_every_table_row_is_a_valid_deep_train_command(dataset):
     assert seen > 50
     wrn = faal_tables.table_rows(profile, 3)[0].specs[0].argv
     assert ("--model" in wrn) == (dataset != "fashion-mnist")
+    # rows whose point is the end of training evaluate last.pt, not an earlier best.pt
+    for table, wanted in ((6, lambda row: row.label in ("FAAL_AT", "FAAL_TRADES")),
+                          (5, lambda row: row.key == "faal-at")):  # fmt: skip
+        rows = [r for r in faal_tables.table_rows(profile, table) if wanted(r)]
+        assert rows
+        for row in rows:
+            for spec in row.specs:
+                i = spec.argv.index("--final-checkpoint")
+                assert spec.argv[i + 1] == "last"
 
 
 def test_table1_reads_cifar10c_columns_from_deep_evaluate(tmp_path):

@@ -1,0 +1,19 @@
+"""FAAL supplement Figure 1 (see :mod:`paper_figures.faal_figures` for what it shows)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from paper_figures import faal_figures
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m paper_figures.faal_fig1 [options]``: writes faal_fig1.png and .csv."""
+    return faal_figures.main(argv, figure="1")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
