@@ -131,6 +131,7 @@ RESUME_OVERRIDABLE = frozenset(
         "eval_batch_size",
         "threads",
         "data_dir",
+        "download",
         "device",
         "compile",
         "debug",
@@ -244,6 +245,12 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     section("data and model")
     add("--dataset", default="digits", choices=DATASET_NAMES, help="data set")
     add("--data-dir", default=None, help="data folder (default: deep.data.default_data_dir)")
+    add(
+        "--download",
+        action="store_true",
+        help="fetch the official files into --data-dir first if they are missing (checksums "
+        "verified; rank 0 only)",
+    )
     add("--model", default=None, choices=MODEL_NAMES, help="architecture (default: per dataset)")
     add("--method", default="faal-at", choices=METHOD_NAMES, help="training method (preset)")
     add(
@@ -1098,8 +1105,16 @@ def _load_data(parser, cfg: dict, ctx: dd.DistContext) -> ImageDataset:
     """The data set (training subset, validation split); fills in eps, step size, model."""
     preset = PRESETS[cfg["method"]]
     try:
+        if cfg.get("download") and ctx.world_size > 1:  # one process fetches, the others wait
+            if ctx.rank == 0:
+                load_dataset(cfg["dataset"], cfg["data_dir"], download=True)
+            dd.barrier(ctx)
         dataset = load_dataset(
-            cfg["dataset"], cfg["data_dir"], val_per_class=cfg["val_per_class"], seed=cfg["seed"]
+            cfg["dataset"],
+            cfg["data_dir"],
+            val_per_class=cfg["val_per_class"],
+            seed=cfg["seed"],
+            download=bool(cfg.get("download")) and ctx.world_size == 1,
         )
     except (DatasetError, ValueError) as exc:
         parser.error(f"--dataset {cfg['dataset']}: {exc}")

@@ -190,3 +190,22 @@ def test_evaluate_cli_download_flag_fetches_missing_files(tmp_path, server, monk
     evaluate_main([*argv, "--download"])
     assert (target / "cifar-10-batches-py" / "test_batch").is_file()
     assert (out / "final.json").is_file()
+
+
+def test_train_cli_download_flag_fetches_missing_files(tmp_path, server, monkeypatch):
+    from deep.train import main as train_main
+
+    archive, _ = _cifar_archive(tmp_path)
+    server.files[ARCHIVE] = archive
+    remote = RemoteFile(f"{server.url}/{ARCHIVE}", _md5(archive), "cifar-10-batches-py")
+    monkeypatch.setitem(data.SOURCES, "cifar10", (remote,))
+    target, out = tmp_path / "data", tmp_path / "run"
+    argv = ["--dataset", "cifar10", "--data-dir", str(target), "--model", "small-cnn"]
+    argv += ["--method", "pgd-at", "--epochs", "1", "--batch-size", "50", "--attack-steps", "1"]
+    argv += ["--val-per-class", "0", "--final-attacks", "clean", "--out", str(out), "--quiet"]
+    with pytest.raises(SystemExit) as missing:
+        train_main(argv)
+    assert missing.value.code == 2
+    assert train_main([*argv, "--download"]) == 0
+    assert (target / "cifar-10-batches-py" / "data_batch_1").is_file()
+    assert (out / "final.json").is_file()
