@@ -419,7 +419,43 @@ class FAALWeighting(UniformWeighting):
             self._batches = int(running["batches"])
 
 
-class FRLWeighting(UniformWeighting):
+class _TwoTermWeighting(UniformWeighting):
+    """Class weights of FRL's two-term loss (SPEC §4): ``w0`` for the natural CE term, ``w1`` for
+    the boundary (KL) term, and per-class budgets, all held on the host as float64 numpy arrays
+    (``nat_weight_values``, ``bndy_weight_values``, ``eps_values``, given by the subclass) and
+    cached on each device as float32 tensors in ``self._device_cache`` (which the subclass creates
+    and clears whenever its values change)."""
+
+    def _on(self, key: str, values: np.ndarray, device: torch.device) -> torch.Tensor:
+        cache_key = (key, torch.device(device))
+        if cache_key not in self._device_cache:
+            self._device_cache[cache_key] = torch.as_tensor(
+                values, dtype=torch.float32, device=device
+            )
+        return self._device_cache[cache_key]
+
+    def batch_weights(self, margins, y: torch.Tensor, epoch: int = 0, **_: object) -> torch.Tensor:
+        """w0 (C,) on ``y``'s device: the natural-error weights."""
+        return self._on("w0", self.nat_weight_values(), y.device)
+
+    def bndy_weights(self, y: torch.Tensor) -> torch.Tensor:
+        """w1 (C,) on ``y``'s device: the boundary-error weights."""
+        return self._on("w1", self.bndy_weight_values(), y.device)
+
+    def class_eps(self, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample budgets eps_{y_i}, shape (B,), on ``y``'s device."""
+        return self._on("eps", self.eps_values(), y.device)[y]
+
+    def trades_loss(
+        self, ce_i: torch.Tensor, kl_i: torch.Tensor, y: torch.Tensor, *, beta: float = 1.5
+    ) -> torch.Tensor:
+        """FRL's training loss ``sum w0 CE / sum w0 + beta sum w1 KL / sum w1`` (SPEC §4)."""
+        return frl_trades_loss(
+            ce_i, kl_i, y, self.batch_weights(None, y), self.bndy_weights(y), beta=beta
+        )
+
+
+class FRLWeighting(_TwoTermWeighting):
     """Fair Robust Learning multipliers (FRL Algorithm 1, Eq. 11, as its reference code runs them).
 
     After each epoch, from class-wise validation standard errors e_c and boundary errors b_c
@@ -525,35 +561,6 @@ class FRLWeighting(UniformWeighting):
     def eps_values(self) -> np.ndarray:
         """Per-class budgets eps_c = base_eps clamp(exp(2 lambda2_c), low, high), capped (C,)."""
         return remargin_eps(self.base_eps, self.lambda2, clamp=self.eps_clamp, cap=self.eps_cap)
-
-    # -- device tensors (cached per device; refreshed after each update) ---------------------------
-    def _on(self, key: str, values: np.ndarray, device: torch.device) -> torch.Tensor:
-        cache_key = (key, torch.device(device))
-        if cache_key not in self._device_cache:
-            self._device_cache[cache_key] = torch.as_tensor(
-                values, dtype=torch.float32, device=device
-            )
-        return self._device_cache[cache_key]
-
-    def batch_weights(self, margins, y: torch.Tensor, epoch: int = 0, **_: object) -> torch.Tensor:
-        """w0 (C,) on ``y``'s device (the natural-error weights; uniform in mode "rm")."""
-        return self._on("w0", self.nat_weight_values(), y.device)
-
-    def bndy_weights(self, y: torch.Tensor) -> torch.Tensor:
-        """w1 (C,) on ``y``'s device (the boundary-error weights; uniform in mode "rm")."""
-        return self._on("w1", self.bndy_weight_values(), y.device)
-
-    def class_eps(self, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample budgets eps_{y_i}, shape (B,), on ``y``'s device (Remargin)."""
-        return self._on("eps", self.eps_values(), y.device)[y]
-
-    def trades_loss(
-        self, ce_i: torch.Tensor, kl_i: torch.Tensor, y: torch.Tensor, *, beta: float = 1.5
-    ) -> torch.Tensor:
-        """FRL's training loss ``sum w0 CE / sum w0 + beta sum w1 KL / sum w1`` (SPEC §4)."""
-        return frl_trades_loss(
-            ce_i, kl_i, y, self.batch_weights(None, y), self.bndy_weights(y), beta=beta
-        )
 
     def state_dict(self) -> dict:
         return {
@@ -664,7 +671,7 @@ def _check_class_ratios(values, num_classes: int, name: str) -> np.ndarray:
     return arr
 
 
-class FixedClassWeighting(UniformWeighting):
+class FixedClassWeighting(_TwoTermWeighting):
     """Fixed per-class boundary-error weights and attack budgets (FRL §5.3, Figure 3).
 
     FRL's two-term loss (SPEC §4, :func:`frl_trades_loss`) with uniform natural weights
@@ -707,37 +714,12 @@ class FixedClassWeighting(UniformWeighting):
         """Per-class budgets eps_c = s_c * base_eps (C,)."""
         return self.eps_scales * self.base_eps
 
-    # -- device tensors ----------------------------------------------------------------------------
-    def _on(self, key: str, values: np.ndarray, device: torch.device) -> torch.Tensor:
-        cache_key = (key, torch.device(device))
-        if cache_key not in self._device_cache:
-            self._device_cache[cache_key] = torch.as_tensor(
-                values, dtype=torch.float32, device=device
-            )
-        return self._device_cache[cache_key]
-
-    def batch_weights(self, margins, y: torch.Tensor, epoch: int = 0, **_: object) -> torch.Tensor:
-        """w0 (C,) on ``y``'s device (uniform: the natural-error weights)."""
-        return self._on("w0", self.nat_weight_values(), y.device)
-
-    def bndy_weights(self, y: torch.Tensor) -> torch.Tensor:
-        """w1 (C,) on ``y``'s device (the boundary-error weights)."""
-        return self._on("w1", self.bndy_weight_values(), y.device)
-
     def class_eps(self, y: torch.Tensor):
         """Per-sample budgets eps_{y_i} (B,) on ``y``'s device; the scalar base budget when no
         class is scaled."""
         if np.all(self.eps_scales == 1.0):
             return self.base_eps
-        return self._on("eps", self.eps_values(), y.device)[y]
-
-    def trades_loss(
-        self, ce_i: torch.Tensor, kl_i: torch.Tensor, y: torch.Tensor, *, beta: float = 1.5
-    ) -> torch.Tensor:
-        """``mean CE + beta sum w1 KL / sum w1`` over the batch (FRL's loss, SPEC §4)."""
-        return frl_trades_loss(
-            ce_i, kl_i, y, self.batch_weights(None, y), self.bndy_weights(y), beta=beta
-        )
+        return super().class_eps(y)
 
     def state_dict(self) -> dict:
         return {
