@@ -12,6 +12,7 @@ import torch
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from scipy import optimize
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from theory import dro
 from theory.dro import (
@@ -53,7 +54,7 @@ def spread(losses):
 
 @contextlib.contextmanager
 def torch_loop_on_cpu(enabled=True):
-    """Run CPU tensors through the fixed-iteration torch loop (the accelerator path) instead of
+    """Run CPU tensors through the fixed-cost torch path (the accelerator path) instead of
     the numpy solver CPU tensors normally use."""
     old = dro._TORCH_CPU_USES_NUMPY
     dro._TORCH_CPU_USES_NUMPY = not enabled
@@ -65,7 +66,7 @@ def torch_loop_on_cpu(enabled=True):
 
 @pytest.fixture(params=["numpy-on-cpu", "torch-loop"])
 def torch_path(request):
-    """Both torch code paths: CPU tensors via numpy, and the fixed-iteration torch loop."""
+    """Both torch code paths: CPU tensors via numpy, and the fixed-cost torch path."""
     with torch_loop_on_cpu(request.param == "torch-loop"):
         yield request.param
 
@@ -213,6 +214,23 @@ def test_tiny_tau_constraint_exact(tau, torch_path):
     np.testing.assert_allclose(w_t, solve_kl_dro(losses, tau), rtol=1e-12)
 
 
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+@pytest.mark.parametrize("tau", [1e-14, 1e-11])
+@pytest.mark.parametrize("num_top", [1, 9])
+def test_torch_loop_tiny_tau_two_loss_levels(direction, tau, num_top):
+    """Tiny tau on two loss levels: the KL is ~tau while its terms are ~sqrt(tau), so a KL
+    formed without care loses most digits near the root; the torch path must still agree with
+    the numpy solver (and meet the constraint, checked there by the tests above)."""
+    losses = np.zeros(10)
+    losses[:num_top] = 1.0
+    ref = solve_kl_dro(losses, tau, direction=direction)
+    with torch_loop_on_cpu():
+        out = solve_kl_dro(torch.tensor(losses), tau, direction=direction).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-12)
+    kl = kl_forward(np.full(10, 0.1), out) if direction == "forward" else kl_reverse(out, 0.1)
+    assert kl == pytest.approx(tau, rel=1e-9)
+
+
 def test_prior_generalisation_matches_cvxpy():
     rng = np.random.default_rng(5)
     losses = rng.normal(size=6)
@@ -319,6 +337,41 @@ def test_torch_runs_on_meta_device_without_host_sync():
         out = solve_kl_dro(losses, torch.empty(7, 4, device="meta"), direction=direction)
         assert out.shape == losses.shape
     assert dro_value(losses, 0.1).shape == (7, 4)
+
+
+class _AtenCallCounter(TorchDispatchMode):
+    """Counts the aten operator calls (one kernel launch each on an accelerator, views aside)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_torch_loop_op_count_is_bounded(direction, num_classes):
+    """The accelerator path launches a fixed, small number of kernels per solve (FAAL solves one
+    problem per training step): at most 400 aten calls, whatever the classes or the batch."""
+    losses = torch.rand(
+        num_classes, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    with torch_loop_on_cpu():
+        expected = solve_kl_dro(losses.numpy(), 0.1, direction=direction)
+        counts = []
+        for batch in ((), (5,)):
+            counter = _AtenCallCounter()
+            with counter:
+                out = solve_kl_dro(losses.expand(*batch, num_classes), 0.1, direction=direction)
+            counts.append(counter.calls)
+            np.testing.assert_allclose(
+                out.numpy(), np.broadcast_to(expected, out.shape), atol=1e-12
+            )
+    assert counts[0] == counts[1]  # fixed cost: no work that grows with the batch or the data
+    assert 0 < counts[0] <= 400
 
 
 def test_torch_weights_detached_and_value_gradient_is_weights(torch_path):
