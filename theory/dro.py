@@ -235,6 +235,9 @@ def _normalised_distances(losses, ops):
     degenerate = spread <= 0
     spread = ops.where(degenerate, 1.0 + 0.0 * spread, spread)
     d = (top - scaled) / spread
+    # Gaps below 1e-280 of the range count as ties at the maximum: resolving them would need a
+    # tilt e^s beyond float64's range (subnormal gaps gave inf * 0 = NaN).
+    d = ops.where(d < 1e-280, 0.0 * d, d)
     # all-equal rows: any non-degenerate stand-in keeps the iteration finite; result is replaced
     d = ops.where(degenerate, 1.0 + 0.0 * d, d)
     return d, degenerate
@@ -280,7 +283,10 @@ def _brackets(direction, d, p, tau, ops):
 
 
 def _asinh(x, ops):
-    return ops.log(x + ops.exp(0.5 * ops.log(x * x + 1.0)))
+    """asinh(x) for x >= 0; the series x - x^3/6 below 1e-4 (where log(x + sqrt(x^2 + 1)) would
+    round to log(1) = 0 for x < 1e-16)."""
+    direct = ops.log(x + ops.exp(0.5 * ops.log(x * x + 1.0)))
+    return ops.where(x < 1e-4, x * (1.0 - x * x / 6.0), direct)
 
 
 def _transform(kl, dkl, direction, ops):
@@ -500,6 +506,8 @@ def _solve_single_forward(losses, tau, p):
     s_lo = -math.inf
     target = tau + math.log(-math.expm1(-tau))
     for _ in range(_NUMPY_MAX_ITER):
+        if s < -700.0:  # e^{-s} would overflow: the general path handles this range
+            return None
         inv_t = math.exp(-s)
         if inv_t < 1e-2:
             return None

@@ -425,7 +425,7 @@ def test_faal_batch_path_reads_nothing_back_to_host(monkeypatch, margins_batch):
     """No .item(), .tolist(), bool() or float() of a tensor inside batch_weights (no host sync).
 
     CPU tensors are normally solved by theory.dro's numpy solver (on the CPU there is no device to
-    synchronise with); the accelerator path, the fixed-iteration torch loop, is the one checked."""
+    synchronise with); the accelerator path (the fixed-cost torch search) is the one checked."""
     monkeypatch.setattr(theory.dro, "_TORCH_CPU_USES_NUMPY", False)
     m, y = margins_batch
     faal = FAALWeighting(0.3, count_weighted=False, num_classes=5)
