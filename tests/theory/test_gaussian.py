@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import mpmath
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -26,9 +27,6 @@ from theory.gaussian import (
     theorem2_B,
     theorem2_errors,
 )
-
-mpmath = pytest.importorskip("mpmath")
-
 
 # ------------------------------------------------------------------------------------------------
 # Strategies and independent references
