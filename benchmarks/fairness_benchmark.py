@@ -8,8 +8,9 @@ the package's own CLIs only (``python -m deep.train``, ``python -m deep.evaluate
   training set minus a seeded, stratified validation split (``--val-per-class``) that chooses the
   checkpoint (best worst-class PGD-20 validation accuracy);
 * **fine-tuning** (FAAL supp. Tables 2 and 5) — the PGD-AT and TRADES models fine-tuned for
-  ``--finetune-epochs`` with FAAL, FRL, CFA, WAT, DAFA, and with **their own method** (the control
-  that separates a fairness method's effect from the effect of more epochs); same learning rates;
+  ``--finetune-epochs`` with FAAL, FRL, CFA and WAT (as FAAL supp. Table 5), and with **their own
+  method** (the control that separates a fairness method's effect from the effect of more epochs),
+  all with the same learning rates;
 * evaluation of every model on the **full test set** (clean, PGD-20, CW-20) and AutoAttack
   ("standard") on a stratified test subset of ``--aa-per-class`` images per class, the same images
   for every model, for the seeds in ``--aa-seeds``; ``--tau-sweep`` adds FAAL fine-tuning rows at
@@ -67,11 +68,17 @@ DEFAULT_SCRATCH = (
 )
 #: Fine-tuning: base -> methods (the base's own method is the control and always comes first).
 DEFAULT_FINETUNE = {
-    "pgd-at": ("pgd-at", "faal-at", "frl-rwrm", "cfa-at", "wat-trades", "dafa-at"),
-    "trades": ("trades", "faal-trades", "frl-rwrm", "cfa-trades", "wat-trades", "dafa-trades"),
+    "pgd-at": ("pgd-at", "faal-at", "frl-rwrm", "cfa-at", "wat-trades"),
+    "trades": ("trades", "faal-trades", "frl-rwrm", "cfa-trades", "wat-trades"),
 }
 #: The FAAL method used to fine-tune each base (and swept over tau with --tau-sweep).
 FAAL_FOR_BASE = {"pgd-at": "faal-at", "trades": "faal-trades"}
+#: Options that are part of a method as its paper evaluates it: CFA reports its FAWA model
+#: (Fairness-Aware Weight Averaging, chosen on the validation split's worst class).
+METHOD_OPTIONS = {
+    "cfa-at": ("--final-checkpoint", "fawa"),
+    "cfa-trades": ("--final-checkpoint", "fawa"),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,9 +97,8 @@ class Row:
     def label(self) -> str:
         if self.init is None:
             return self.name
-        return f"{self.init} → {self.method}" + (
-            f" ({' '.join(self.options).replace('--', '')})" if self.options else ""
-        )
+        tau = [v for k, v in zip(self.options, self.options[1:]) if k == "--tau"]
+        return f"{self.init} → {self.method}" + (f" (tau {tau[0]})" if tau else "")
 
 
 @dataclass
@@ -131,14 +137,16 @@ def build_rows(args, available: tuple[str, ...]) -> list[Row]:
             raise SystemExit(f"{option}: unknown method {method!r}; the package has {available}")
         return False
 
-    rows = [Row(m, m) for m in args.scratch if keep(m, "--scratch")]
+    rows = [
+        Row(m, m, None, METHOD_OPTIONS.get(m, ())) for m in args.scratch if keep(m, "--scratch")
+    ]
     names = {r.name for r in rows}
     for base, methods in args.finetune.items():
         if base not in names:
             raise SystemExit(f"--finetune: base {base!r} is not a --scratch row")
         for method in methods:
             if keep(method, "--finetune"):
-                rows.append(Row(f"{base}+{method}", method, init=base))
+                rows.append(Row(f"{base}+{method}", method, base, METHOD_OPTIONS.get(method, ())))
         faal = FAAL_FOR_BASE.get(base)
         for tau in args.tau_sweep:
             if faal and faal in available:
@@ -297,9 +305,8 @@ def plan(store: Store, rows: list[Row], seeds: list[int], aa_seeds: list[int]) -
     bases = [r for r in rows if any(o.init == r.name for o in rows)]
     finetunes = [r for r in rows if r.init]
     # first the question the benchmark is about: FAAL fine-tuning against its control
-    key = [
-        r for r in finetunes if r.method in (r.init, FAAL_FOR_BASE.get(r.init)) and not r.options
-    ]
+    key = [r for r in finetunes if r.method in (r.init, FAAL_FOR_BASE.get(r.init))]
+    key = [r for r in key if "--tau" not in r.options]
     others = [r for r in finetunes if r not in key]
     scratch = [r for r in rows if r.init is None and r not in bases]
     order = [(r, s) for s in seeds for r in bases + key]
