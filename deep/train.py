@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import math
 import signal
@@ -34,7 +35,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from deep import distributed as dd
 from deep.attacks import pgd_attack, trades_attack
@@ -56,11 +56,19 @@ from deep.data import (
     load_dataset,
     stratified_subset,
 )
-from deep.evaluate import ATTACK_NAMES, evaluate_model, format_table, frl_errors, write_final_json
+from deep.evaluate import ATTACK_NAMES, evaluate_model, format_table, frl_errors
 from deep.models import MODEL_NAMES, CheckpointMismatchError, build_model, load_model_state
 from deep.objectives import per_sample_loss, trades_parts
 from deep.plots import plot_class_weights, plot_classwise
 from deep.presets import METHOD_NAMES, PRESETS, Preset
+from deep.progress import DEFAULT_INTERVAL_S, Progress
+from deep.results import atomic_write_text, build_final_json, write_final_json
+from deep.runtime import (
+    THREADS_HELP,
+    DefaultsHelpFormatter,
+    apply_thread_policy,
+    exit_on_interrupt,
+)
 from deep.weighting import (
     FAAL_STATISTICS,
     BaselineReweight,
@@ -124,6 +132,7 @@ RESUME_OVERRIDABLE = frozenset(
         "resume",
         "out",
         "quiet",
+        "progress_interval",
         "save_every",
         "log_every",
         "final_attacks",
@@ -228,7 +237,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
             "Adversarial training with class-wise fairness (FAAL, FRL) on one loop. "
             "Methods: " + ", ".join(METHOD_NAMES) + ". Defaults depend on --dataset."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS if suppress_defaults else None,
     )
 
@@ -264,7 +273,8 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "--train-per-class",
         type=int,
         default=None,
-        help="train on a stratified subset of this many images per class (quick runs)",
+        help="train on a stratified subset of this many images per class, >= 1 (quick runs; "
+        "default: all)",
     )
     add("--init", default=None, help="fine-tune from this checkpoint (weights only)")
 
@@ -303,7 +313,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "--count-weighted",
         action="store_true",
         default=False,
-        help="solve the reference code's count-weighted objective sum_c n_c l_c (SPEC §2)",
+        help="solve the reference code's count-weighted objective sum_c n_c l_c",
     )
     add(
         "--faal-statistic",
@@ -379,12 +389,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     )
     add("--eval-batch-size", type=int, default=256, help="evaluation batch size")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    add(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: 1 for the small CNN on the CPU, else torch's choice)",
-    )
+    add("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     add("--bf16", action="store_true", default=False, help="bfloat16 autocast for training (CUDA)")
     add("--compile", action="store_true", default=False, help="torch.compile the model")
     add(
@@ -393,7 +398,15 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         default=None,
         help="channels_last memory format (default: on for CUDA)",
     )
-    add("--quiet", action="store_true", default=False, help="no progress bars")
+    add("--quiet", action="store_true", default=False, help="no progress output")
+    add(
+        "--progress-interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        metavar="SECONDS",
+        help="when stderr is not a terminal (a log file, CI, a job scheduler): seconds between "
+        "plain progress lines (step, rate, ETA, running loss)",
+    )
     add("--debug", action="store_true", default=False, help="log a hash of the class weights")
     return parser
 
@@ -491,9 +504,13 @@ def resolve_config(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     _check(parser, args.log_every >= 1, "--log-every must be >= 1")
     _check(parser, args.eval_batch_size >= 1, "--eval-batch-size must be >= 1")
     _check(parser, args.threads is None or args.threads >= 1, "--threads must be >= 1")
-    for key in ("val_per_class", "train_per_class", "final_n_per_class"):
+    _check(parser, args.progress_interval >= 0, "--progress-interval must be >= 0 seconds")
+    _check(parser, cfg["val_per_class"] is None or cfg["val_per_class"] >= 0,
+           "--val-per-class must be >= 0")  # fmt: skip
+    for key in ("train_per_class", "final_n_per_class"):  # None means all; 0 is an error
         value = cfg[key]
-        _check(parser, value is None or value >= 0, f"--{key.replace('_', '-')} must be >= 0")
+        _check(parser, value is None or value >= 1, f"--{key.replace('_', '-')} must be >= 1, "
+               f"got {value} (leave it out to use every image)")  # fmt: skip
     if preset.needs_validation:
         _check(
             parser,
@@ -756,16 +773,24 @@ class Trainer:
         return train, history
 
     def debug_hashes(self) -> dict:
-        """SHA-256 prefixes of this epoch's per-step class weights and of the model's weights."""
+        """SHA-256 prefixes of this epoch's per-step class weights, of the model's parameters and
+        of its buffers (BatchNorm running statistics)."""
         weights = torch.stack(self._weight_steps) if self._weight_steps else torch.zeros(0)
         params = torch.cat([p.detach().reshape(-1).float() for p in self.model.parameters()])
-        return {"class_weights": _tensor_hash(weights), "model": _tensor_hash(params)}
+        buffers = [b.detach().reshape(-1).double() for b in self.model.buffers()]
+        return {
+            "class_weights": _tensor_hash(weights),
+            "model": _tensor_hash(params),
+            "buffers": _tensor_hash(torch.cat(buffers) if buffers else torch.zeros(0)),
+        }
 
     def finish_epoch(self, *, lr: float, class_eps: list[float]) -> tuple[dict, list]:
         """End the epoch: read its metrics, validate, update FRL / baseline weights, step the
         schedule. Returns the metrics.jsonl record (without the epoch time) and the per-step
         class weights of the epoch."""
         cfg, epoch, w = self.cfg, self.epoch, self.weighting
+        # Every rank validates and saves the same model: BatchNorm statistics agree too.
+        dd.sync_buffers_(self.model, self.ctx)
         train, weight_steps = self.read_epoch_metrics()
         record = {
             "epoch": epoch + 1,
@@ -831,6 +856,7 @@ class Trainer:
                 model, part, num_classes=self.num_classes, attacks=tuple(attacks),
                 eps=self.eps, step_size=self.step_size, batch_size=self.cfg["eval_batch_size"],
                 device=self.device, seed=seed, progress=progress,
+                progress_interval=self.cfg.get("progress_interval", DEFAULT_INTERVAL_S),
             )  # fmt: skip
 
         was_training = model.training
@@ -907,7 +933,7 @@ def _truncate_jsonl(path: Path, keep_epochs_below: int) -> None:
         return
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     kept = [ln for ln in lines if json.loads(ln)["epoch"] <= keep_epochs_below]
-    path.write_text("".join(ln + "\n" for ln in kept))
+    atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
 
 def _truncate_csv(path: Path, keep_epochs_below: int) -> None:
@@ -916,8 +942,9 @@ def _truncate_csv(path: Path, keep_epochs_below: int) -> None:
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
     kept = rows[:1] + [r for r in rows[1:] if int(r[1]) < keep_epochs_below]
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows(kept)
+    buf = io.StringIO()
+    csv.writer(buf).writerows(kept)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _newest_run(dataset: str, method: str) -> Path | None:
@@ -1063,13 +1090,9 @@ def main(
 
 
 def _set_threads(cfg: dict, ctx: dd.DistContext) -> None:
-    threads = cfg["threads"]
-    if threads is None and ctx.device.type == "cpu" and cfg["model"] in (None, "small-cnn"):
-        # The small CNN's convolutions are too small to gain from intra-op threads; on a busy
-        # 2-core machine 2 threads made a PGD step 50x slower than 1 (measured).
-        threads = 1
-    if threads is not None:
-        torch.set_num_threads(threads)
+    """``--threads``, else one thread for the small CNN on the CPU (deep.runtime's policy)."""
+    model = cfg["model"] or DATASET_DEFAULTS[cfg["dataset"]].model
+    apply_thread_policy(cfg["threads"], ctx.device, model)
 
 
 def _open_run_dir(parser, argv, cfg: dict, ctx: dd.DistContext) -> tuple[dict, Path]:
@@ -1162,8 +1185,27 @@ def _restore(parser, trainer: Trainer, run_dir: Path, ctx: dd.DistContext) -> di
     if ctx.is_main:  # forget what was logged after this checkpoint
         _truncate_jsonl(run_dir / "metrics.jsonl", trainer.epoch)
         _truncate_csv(run_dir / "class_weights.csv", trainer.epoch)
-    _print(ctx, f"resuming {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
-    return dict(ckpt.get("best", {"score": -math.inf, "epoch": None}))
+    if trainer.epoch >= trainer.cfg["epochs"]:
+        _print(ctx, f"{run_dir} finished training ({trainer.epoch}/{trainer.cfg['epochs']} epochs)")
+    else:
+        _print(ctx, f"resuming {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
+    return _best_record(parser, run_dir)
+
+
+def _best_record(parser, run_dir: Path) -> dict:
+    """The best-score record of a resumed run: the one best.pt holds (none without best.pt).
+
+    best.pt is written before last.pt, so after a kill between the two it is one epoch ahead
+    of last.pt; its own record is the one that describes it. Taking it keeps the record and the
+    file consistent whatever moment the previous process died at.
+    """
+    path = run_dir / "best.pt"
+    if not path.exists():
+        return {"score": -math.inf, "epoch": None}
+    try:
+        return dict(load_checkpoint(path, map_location="cpu")["best"])
+    except (CheckpointError, KeyError) as exc:
+        parser.error(f"--resume: {path} is not a checkpoint of this run ({exc}); move it away")
 
 
 class _RunFiles:
@@ -1201,7 +1243,7 @@ class _RunFiles:
         names = ["last.pt"]
         if "val" in record and record["val"]["pgd20"]["worst"] > self.best["score"]:
             self.best.update(score=record["val"]["pgd20"]["worst"], epoch=record["epoch"])
-            names.append("best.pt")
+            names.insert(0, "best.pt")  # best.pt first: a kill in between leaves it ahead
         if self.ctx.is_main:
             with (self.run_dir / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -1233,27 +1275,36 @@ def _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end) -> int:
         init_model = _load_init(parser, cfg["init"], cfg, dataset)
     trainer = Trainer(cfg, dataset, ctx, init_model=init_model)
     best = {"score": -math.inf, "epoch": None}
-    if cfg["resume"] is not None:
-        best = _restore(parser, trainer, run_dir, ctx)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(_jsonable(cfg), indent=2) + "\n")
     loader = BatchLoader(
         dataset.train, cfg["batch_size"], device=ctx.device, shuffle=True,
         augment=dataset.augment, seed=cfg["seed"], rank=ctx.rank, world_size=ctx.world_size,
         drop_last=True,
     )  # fmt: skip
-    if len(loader) == 0:
+    if len(loader) == 0:  # checked before anything is written
         parser.error(
             f"--batch-size {cfg['batch_size']} exceeds the {len(dataset.train)} training images "
             f"(per process: {loader.num_samples})"
         )
+    if cfg["resume"] is not None:
+        best = _restore(parser, trainer, run_dir, ctx)
+        if trainer.epoch >= cfg["epochs"] and (run_dir / "final.json").exists():
+            _print(ctx, f"nothing to do: {run_dir / 'final.json'} holds its test results "
+                   "(python -m deep.evaluate evaluates a checkpoint further)")  # fmt: skip
+            return 0
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", json.dumps(_jsonable(cfg), indent=2) + "\n")
+        if cfg["resume"] is None:  # a run that died before its first last.pt starts over
+            _truncate_jsonl(run_dir / "metrics.jsonl", 0)
+            _truncate_csv(run_dir / "class_weights.csv", 0)
     files = _RunFiles(run_dir, trainer, loader, best)
     status = _train_loop(trainer, loader, files, on_step_end, on_epoch_end)
     if status is not None:
         return status
     dd.barrier(ctx)
-    return _finish(cfg, trainer, dataset, run_dir, ctx)
+    note = f"; training is saved, python -m deep.train --resume {run_dir} evaluates it"
+    with exit_on_interrupt("final evaluation", note=note):
+        return _finish(cfg, trainer, dataset, run_dir, ctx)
 
 
 def _train_loop(trainer: Trainer, loader: BatchLoader, files: _RunFiles, on_step_end,
@@ -1265,7 +1316,7 @@ def _train_loop(trainer: Trainer, loader: BatchLoader, files: _RunFiles, on_step
     Ctrl-C) leaves no consistent state, so nothing new is saved then.
     """
     cfg, ctx = trainer.cfg, trainer.ctx
-    show_bar = ctx.is_main and not cfg["quiet"] and sys.stderr.isatty()
+    show = ctx.is_main and not cfg["quiet"]
     stop_every = cfg["log_every"] if ctx.enabled else 1
     consistent = True
     with StopRequest() as stop:
@@ -1276,9 +1327,9 @@ def _train_loop(trainer: Trainer, loader: BatchLoader, files: _RunFiles, on_step
                 lr = trainer.optimizer.param_groups[0]["lr"]
                 class_eps = trainer.class_eps_values()
                 t0 = time.perf_counter()
-                bar = tqdm(
-                    total=len(loader), initial=skip, leave=False, dynamic_ncols=True,
-                    desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not show_bar,
+                bar = Progress(
+                    len(loader), f"epoch {epoch + 1}/{cfg['epochs']}", enabled=show,
+                    interval=cfg.get("progress_interval", DEFAULT_INTERVAL_S), initial=skip,
                 )  # fmt: skip
                 for i, (x, y) in enumerate(loader):
                     if i < skip:  # resuming inside the epoch
@@ -1286,9 +1337,12 @@ def _train_loop(trainer: Trainer, loader: BatchLoader, files: _RunFiles, on_step
                     consistent = False
                     trainer.train_step(x, y)
                     consistent = True
-                    bar.update(1)
-                    if show_bar and trainer.step % cfg["log_every"] == 0:
-                        bar.set_postfix(loss=f"{trainer.running_loss():.4f}")
+                    if bar.mode != "bar":  # a plain line reads the loss only when printed
+                        bar.update(1, loss=lambda: f"{trainer.running_loss():.4f}")
+                    elif trainer.step % cfg["log_every"] == 0:
+                        bar.update(1, loss=f"{trainer.running_loss():.4f}")
+                    else:
+                        bar.update(1)
                     if on_step_end is not None:
                         on_step_end(trainer)
                     if cfg["save_every"] and trainer.global_step % cfg["save_every"] == 0:
@@ -1356,37 +1410,40 @@ def _final_checkpoint(cfg: dict, run_dir: Path) -> str:
 
 
 def _finish(cfg: dict, trainer: Trainer, dataset: ImageDataset, run_dir: Path, ctx) -> int:
-    """Evaluate the --final-checkpoint on the test set; final.json, figures, class-wise table."""
-    chosen = _final_checkpoint(cfg, run_dir)
-    model, _ = model_from_checkpoint(run_dir / chosen, map_location=ctx.device)
+    """Evaluate the --final-checkpoint on the test set; figures, then final.json (written last:
+    its presence marks a finished run), and the class-wise table."""
+    chosen = run_dir / _final_checkpoint(cfg, run_dir)
+    model, _ = model_from_checkpoint(chosen, map_location=ctx.device)
     test = dataset.test
     if cfg["final_n_per_class"]:
         test = stratified_subset(test, cfg["final_n_per_class"], seed=cfg["seed"])
-    show = ctx.is_main and not cfg["quiet"] and sys.stderr.isatty()
+    show = ctx.is_main and not cfg["quiet"]
+    start = time.perf_counter()
     results = trainer.evaluate(
         test, cfg["final_attacks"], seed=cfg["seed"], progress=show, model=model
     )
     if not ctx.is_main:
         return 0
-    final_path = write_final_json(
-        run_dir,
+    final = build_final_json(
         dataset=dataset.name,
         model=cfg["model"],
         eps=trainer.eps,
         step_size=trainer.step_size,
         classes=list(dataset.classes),
         results=results,
-        method=cfg["method"],
-        checkpoint=chosen,
-        split="test" if not cfg["final_n_per_class"] else f"test, {cfg['final_n_per_class']}/class",
+        split="test",
+        n_per_class=cfg["final_n_per_class"],
         seed=cfg["seed"],
+        checkpoint=str(chosen),
+        seconds=time.perf_counter() - start,
+        method=cfg["method"],
     )
-    final = json.loads(final_path.read_text())
     plot_classwise(final, run_dir / "classwise.png", title=f"{dataset.name} / {cfg['model']} / "
                    f"{cfg['method']}: class-wise test accuracy")  # fmt: skip
     _plot_weights(run_dir, dataset.classes)
+    write_final_json(run_dir, final)
     print(f"\n{cfg['method']} on {dataset.name} ({cfg['model']}, eps {trainer.eps:.4g}), "
-          f"{chosen}, class-wise test accuracy (%):")  # fmt: skip
+          f"{chosen.name}, class-wise test accuracy (%):")  # fmt: skip
     print(format_table(final))
     print(f"\nrun directory: {run_dir}", flush=True)
     return 0
