@@ -28,6 +28,7 @@ from deep.data import BatchLoader, load_dataset, stratified_subset
 from deep.evaluate import evaluate_model
 from deep.models import build_model
 from deep.presets import METHOD_NAMES
+from deep.trainer import _tensor_hash
 from theory.dro import solve_kl_dro
 
 REPO = Path(__file__).resolve().parents[2]
@@ -632,7 +633,7 @@ def test_torchrun_two_processes(tmp_path):
     # The saved model is the one both ranks hold: rank 0's buffers, hashed, are the saved ones.
     saved, _ = model_from_checkpoint(out / "last.pt")
     buffers = torch.cat([b.reshape(-1).double() for b in saved.buffers()])
-    assert T._tensor_hash(buffers) == lines[-1]["debug_hashes"][0]["buffers"]
+    assert _tensor_hash(buffers) == lines[-1]["debug_hashes"][0]["buffers"]
     final = json.loads((out / "final.json").read_text())
     assert final["results"]["clean"]["counts"] == [50] * 10  # the full test set, sharded
 
