@@ -529,9 +529,47 @@ def _say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
+def data_sizes(args) -> dict:
+    """Training, validation and test images of the protocol (None where the data is missing)."""
+    sys.path.insert(0, str(REPO))
+    try:
+        from deep.data import load_dataset, stratified_subset
+
+        data = load_dataset(args.dataset, None, val_per_class=args.val_per_class, seed=0)
+    except Exception:  # the report can be written without the data files
+        return {"train_size": None, "val_size": None, "test_size": None}
+    train, test = data.train, data.test
+    if args.train_per_class:
+        train = stratified_subset(train, args.train_per_class, seed=0)
+    if args.test_per_class:
+        test = stratified_subset(test, args.test_per_class, seed=0)
+    return {"train_size": len(train), "val_size": len(data.val), "test_size": len(test)}
+
+
+def canonical_command(argv: list[str]) -> str:
+    """The benchmark's command without the options that only say where or how it runs."""
+    local = {"--runs", "--out", "--jobs", "--max-hours", "--threads", "--device"}
+    flags = {"--status", "--report-only"}
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=")[0]
+        if name in flags or (name in local and "=" in arg):
+            continue
+        if name in local:
+            skip = True
+            continue
+        kept.append(arg)
+    return " ".join(["python benchmarks/fairness_benchmark.py", *kept])
+
+
 def report_inputs(store: Store) -> dict:
     """Everything the report needs: the config and every stored record of the current rows."""
     args = store.args
+    if not hasattr(args, "sizes"):
+        args.sizes = data_sizes(args)
     records = {}
     for row in store.rows.values():
         by_seed = {}
@@ -666,7 +704,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.explicit_methods = any(a.split("=")[0] in ("--scratch", "--finetune") for a in argv)
-    args.command = " ".join(["python benchmarks/fairness_benchmark.py", *argv])
+    args.command = canonical_command(argv)
     minimums = {
         "epochs": 1,
         "finetune_epochs": 1,

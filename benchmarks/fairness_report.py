@@ -114,12 +114,13 @@ def paired(rows: dict, rows_json: dict) -> dict:
 def build_json(args, inputs: dict) -> dict:
     rows_in = {k: v for k, v in inputs["rows"].items() if v["records"]}
     any_record = next((r for v in rows_in.values() for r in v["records"].values()), None)
+    sizes = getattr(args, "sizes", {})
     config = {
         "dataset": args.dataset,
         "model": args.model or None,
-        "train_size": None,
+        "train_size": sizes.get("train_size"),
         "val_per_class": args.val_per_class,
-        "test_size": None,
+        "test_size": sizes.get("test_size"),
         "aa_per_class": args.aa_per_class,
         "seeds": list(args.seeds),
         "aa_seeds": list(args.aa_seeds),
@@ -139,9 +140,8 @@ def build_json(args, inputs: dict) -> dict:
         final = any_record["final"]
         config["eps"], config["step_size"] = final["eps"], final.get("step_size")
         config["model"] = final.get("model", config["model"])
-        config["test_size"] = sum(final["results"]["clean"].get("counts") or []) or None
-        train = any_record["metrics"][0]["train"]
-        config["train_size"] = train["samples"]
+        if config["test_size"] is None:
+            config["test_size"] = sum(final["results"]["clean"].get("counts") or []) or None
     rows = {name: summarise_row(entry) for name, entry in rows_in.items()}
     total = sum(r["cpu_seconds"] for r in rows.values())
     return {
