@@ -333,7 +333,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="FAWA averages an epoch's weights when the worst class's validation PGD accuracy "
-        "reaches this (default: 0.2 AT / 0.24 TRADES; Fashion-MNIST 0.05 / 0.06)",
+        "reaches this (default: 0.2 AT / 0.24 TRADES; Fashion-MNIST 0.04 / 0.048)",
     )
 
     section("WAT (--method wat-trades; Li & Liu 2023)")
