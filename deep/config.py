@@ -198,8 +198,8 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m deep.train",
         description=(
-            "Adversarial training with class-wise fairness (FAAL, FRL) on one loop. "
-            "Methods: " + ", ".join(METHOD_NAMES) + ". Defaults depend on --dataset."
+            "Adversarial training with class-wise fairness (FAAL, FRL, CFA, WAT, DAFA) on one "
+            "loop. Methods: " + ", ".join(METHOD_NAMES) + ". Defaults depend on --dataset."
         ),
         formatter_class=DefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS if suppress_defaults else None,
