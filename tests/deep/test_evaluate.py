@@ -573,3 +573,18 @@ def test_ctrl_c_inside_autoattack_is_one_line_and_exit_130(
     err = capsys.readouterr().err.strip()
     assert err == "evaluation interrupted; nothing was written"
     assert not (tmp_path / "r" / "final.json").exists()
+
+
+def test_class_weight_figures_number_epochs_from_1_and_draw_steps_as_a_heatmap(tmp_path):
+    from deep.plots import class_weights_figure, plot_class_weight_steps
+
+    history = torch.softmax(torch.randn(15, 3), dim=1)
+    fig = class_weights_figure(history, ["a", "b", "c"], xlabel="epoch", title="t")
+    ticks = fig.axes[0].get_xticks()
+    assert ticks[0] == 1 and ticks[-1] == 15  # as in the console and metrics.jsonl
+    steps = torch.softmax(torch.randn(40, 3), dim=1)
+    epochs = [1 + i // 8 for i in range(40)]
+    path = plot_class_weight_steps(steps, ["a", "b", "c"], tmp_path / "s.png", epochs=epochs)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="one epoch per step"):
+        plot_class_weight_steps(steps, ["a", "b", "c"], tmp_path / "x.png", epochs=[1, 2])
