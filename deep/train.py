@@ -487,6 +487,11 @@ def _train_loop(trainer: Trainer, loader: BatchLoader, files: _RunFiles, on_step
     show = ctx.is_main and not cfg["quiet"]
     stop_every = cfg["log_every"] if ctx.enabled else 1
     consistent = True
+    if trainer.epoch == trainer.step == 0 and getattr(
+        trainer.method, "updates_before_training", False
+    ):
+        record = trainer.update_before_training()
+        _print(ctx, "update before epoch 1 (--frl-update-at epoch-start): " + json.dumps(record))
     with StopRequest() as stop:
         try:
             while trainer.epoch < cfg["epochs"]:
