@@ -84,6 +84,13 @@ def test_bad_options_exit_2_naming_the_option(argv, option, capsys):
     assert option in err
 
 
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    argv = ["--quick", "--parts", "intercept", "--settings", "fig2", "--progress-interval", "0",
+            "--out", str(tmp_path)]  # fmt: skip
+    gaussian_demo.main(argv)
+    assert "gaussian demo: part 1/1 (100.0%)" in capsys.readouterr().err
+
+
 def test_quick_keeps_sizes_given_explicitly():
     args = gaussian_demo._parse(["--quick", "--n-test", "500", "--coverage-trials", "7"])
     assert args.n_test == 500 and args.coverage_trials == 7
