@@ -377,6 +377,12 @@ def test_cifar10c_per_corruption_and_severity(tmp_path, capsys):
     assert "fog" in capsys.readouterr().out
     csv_results = {r["result"] for r in csv.DictReader((out / "final.csv").open())}
     assert {"cifar10c/fog/1", "cifar10c/snow/3"} <= csv_results
+    # A corruption file that is not there: the message names --cifar10c-dir, not --data-dir.
+    argv = ["--checkpoint", str(ckpt), "--dataset", "cifar10", "--data-dir", str(data_dir),
+            "--attacks", "clean", "--cifar10c-dir", str(c_dir), "--corruptions", "frost",
+            "--out", str(tmp_path / "r2"), "--quiet"]  # fmt: skip
+    err = _exit2(argv, capsys).strip().splitlines()[-1]  # the error line, after the usage
+    assert "frost.npy" in err and "point --cifar10c-dir at" in err and "--data-dir" not in err
 
 
 # --------------------------------------------------------------------------------------------
