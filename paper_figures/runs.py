@@ -8,7 +8,7 @@ A figure or table script never computes a metric itself. It names the runs it ne
   that need the same run share it);
 * a run with a ``last.pt`` but no ``final.json`` (interrupted) is continued with ``--resume``;
 * otherwise ``deep.train`` runs in this process (its ``main(argv)``), its console output going to
-  ``train.log`` in the run directory.
+  ``train.log`` in the run directory, with a plain progress line every 30 s (``tail -f`` it).
 
 The directory name is the run's readable name plus a hash of everything that changes what is
 trained and evaluated, so a changed setting never silently reuses an old result. The script then
@@ -211,7 +211,6 @@ def ensure_run(
         argv += ["--init", str(_chosen_checkpoint(base_dir))]
     resuming = (run_dir / "last.pt").exists()
     argv += ["--resume", str(run_dir)] if resuming else ["--out", str(run_dir)]
-    argv += ["--quiet"]
     if spec.download and not resuming:
         argv += ["--download"]
     if device is not None:
@@ -219,7 +218,7 @@ def ensure_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "train.log"
     if log is not None:
-        log(f"{'resuming' if resuming else 'training'} {run_dir} ...")
+        log(f"{'resuming' if resuming else 'training'} {run_dir} ... (progress: {log_path})")
     start = time.perf_counter()
     with log_path.open("a") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
         print("python -m deep.train " + " ".join(argv), flush=True)
