@@ -1,12 +1,15 @@
 """Class-wise robustness evaluation: clean, PGD-20, CW-20 and AutoAttack; FRL errors; CIFAR-10-C.
 
-The protocol is the one FAAL and FRL report (SPEC §3-4): the model in eval mode, fp32, the full test
-set (or a stratified subset), l_inf budget ``eps`` (CIFAR: 8/255), step ``step_size`` (2/255):
+The protocol is the one FAAL and FRL report: the model in eval mode, fp32, the full test set (or a
+stratified subset), l_inf budget ``eps`` (CIFAR: 8/255), step ``step_size`` (2/255); or, with
+``norm="l2"``, an l_2 budget (CIFAR: 0.5, step 0.1, FRL Appendix A.1.2):
 
 * ``clean``  — accuracy on unperturbed inputs (under ``torch.no_grad``);
 * ``pgd20``  — PGD, 20 steps on cross-entropy, uniform random start;
-* ``cw20``   — PGD, 20 steps on the logit margin ``max_{j != y} z_j - z_y`` (CW-inf), random start;
-* ``aa``     — AutoAttack "standard" (APGD-CE, APGD-T, FAB-T, Square), seeded; a sample counts as
+* ``cw20``   — PGD, 20 steps on the logit margin ``max_{j != y} z_j - z_y`` (CW-inf / CW-l2), random
+  start;
+* ``aa``     — AutoAttack "standard" (APGD-CE, APGD-T, FAB-T, Square; ``norm="Linf"`` or ``"L2"``),
+  seeded; a sample counts as
   robust when AutoAttack's final prediction equals its label (AutoAttack attacks only the points
   the model classifies correctly, so a misclassified clean point is never robust).
 
@@ -37,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from deep.attacks import pgd_attack
+from deep.attacks import NORMS, check_norm, pgd_attack
 from deep.checkpoint import CheckpointError, model_from_checkpoint
 from deep.data import (
     CIFAR10C_CORRUPTIONS,
@@ -65,6 +68,7 @@ __all__ = [
     "evaluate_model",
     "evaluate_cifar10c",
     "build_final_json",
+    "check_budget",
     "write_final_json",
     "format_table",
     "plot_classwise",
@@ -77,6 +81,8 @@ RESULT_KEYS = {"clean": "clean", "pgd20": "pgd20", "cw20": "cw20", "aa": "autoat
 ATTACK_STEPS = 20
 # Seed offsets so each attack's random start is independent of which other attacks run.
 _SEED_OFFSETS = {"pgd20": 1, "cw20": 2, "aa": 3}
+#: Our norm names -> pyautoattack's.
+AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2"}
 _ALL_CORRUPTIONS = CIFAR10C_CORRUPTIONS + CIFAR10C_EXTRA_CORRUPTIONS
 
 
@@ -101,12 +107,21 @@ def _normalise_attacks(attacks: Iterable[str]) -> list[str]:
     return [a for a in ATTACK_NAMES if a in chosen]
 
 
-def _check_budget(eps: float, step_size: float) -> tuple[float, float]:
+def check_budget(eps: float, step_size: float, norm: str = "linf") -> tuple[float, float]:
+    """Validated ``(eps, step_size)`` on the [0, 1] pixel scale: l_inf eps in [0, 1], step in
+    (0, 1]; l_2 eps >= 0 and step > 0, both finite (an l_2 ball may exceed the unit cube)."""
+    norm = check_norm(norm)
     eps, step_size = float(eps), float(step_size)
-    if not (0.0 <= eps <= 1.0):
-        raise ValueError(f"eps must be in [0, 1] (pixel scale), got {eps}")
-    if not (0.0 < step_size <= 1.0):
-        raise ValueError(f"step_size must be in (0, 1] (pixel scale), got {step_size}")
+    if norm == "linf":
+        if not (0.0 <= eps <= 1.0):
+            raise ValueError(f"eps must be in [0, 1] (l_inf, pixel scale), got {eps}")
+        if not (0.0 < step_size <= 1.0):
+            raise ValueError(f"step_size must be in (0, 1] (l_inf, pixel scale), got {step_size}")
+    else:
+        if not (0.0 <= eps < float("inf")):
+            raise ValueError(f"eps must be finite and >= 0 (l_2, pixel scale), got {eps}")
+        if not (0.0 < step_size < float("inf")):
+            raise ValueError(f"step_size must be finite and > 0 (l_2), got {step_size}")
     return eps, step_size
 
 
@@ -139,12 +154,15 @@ def _predict_correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 class _AutoAttackFlags:
     """Per-sample robust flags of AutoAttack "standard" (robust = final prediction == label)."""
 
-    def __init__(self, model: nn.Module, *, num_classes: int, eps: float, device, seed: int):
+    def __init__(
+        self, model: nn.Module, *, num_classes: int, eps: float, device, seed: int, norm: str
+    ):
         from pyautoattack import AutoAttack  # heavy import, only when AutoAttack runs
 
         self.attack = AutoAttack(
-            model, norm="Linf", eps=eps, version="standard", device=device, seed=int(seed)
-        )
+            model, norm=AUTOATTACK_NORMS[norm], eps=eps, version="standard", device=device,
+            seed=int(seed),
+        )  # fmt: skip
         self.attack.verbose = False
         # "standard" targets the 9 most likely other classes; with fewer classes, all of them.
         targets = min(9, num_classes - 1)
@@ -173,6 +191,7 @@ def evaluate_model(
     seed: int = 0,
     progress: bool = False,
     allow_empty: bool = False,
+    norm: str = "linf",
 ) -> dict:
     """Class-wise accuracy of ``model`` on ``split`` under each attack.
 
@@ -183,20 +202,21 @@ def evaluate_model(
         split: the images (uint8) and labels to evaluate.
         num_classes: C; every class must occur in ``split`` unless ``allow_empty``.
         attacks: names from :data:`ATTACK_NAMES` (``"clean"``, ``"pgd20"``, ``"cw20"``, ``"aa"``).
-        eps, step_size: l_inf budget and PGD/CW step on the [0, 1] pixel scale.
+        eps, step_size: budget and PGD/CW step of the ``norm`` ball on the [0, 1] pixel scale.
         batch_size: images per forward/attack batch.
         device: where to run.
         seed: seeds the random starts (each attack its own stream, so a result does not depend
             on which other attacks run) and AutoAttack; the caller's global RNG state is kept.
         progress: tqdm bars over batches.
         allow_empty: passed to :func:`classwise_accuracy` (an empty class -> ``None``).
+        norm: ``"linf"`` or ``"l2"``: the threat model of PGD-20, CW-20 and AutoAttack.
 
     Returns:
         ``{result_key: classwise_accuracy(...)}`` in the order clean, pgd20, cw20, autoattack,
         result keys as in :data:`RESULT_KEYS` (``"aa"`` -> ``"autoattack"``).
     """
     names = _normalise_attacks(attacks)
-    eps, step_size = _check_budget(eps, step_size)
+    eps, step_size = check_budget(eps, step_size, norm)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if len(split) == 0:
@@ -232,13 +252,15 @@ def evaluate_model(
                             loss=loss,
                             random_start=True,
                             generator=gen,
+                            norm=norm,
                         )
                         return _predict_correct(model, x_adv, y)
 
                 else:
                     flags_of = _AutoAttackFlags(
-                        model, num_classes=num_classes, eps=eps, device=device, seed=seed
-                    )
+                        model, num_classes=num_classes, eps=eps, device=device, seed=seed,
+                        norm=norm,
+                    )  # fmt: skip
                 correct, labels = _flags_over(
                     loader, flags_of, desc=RESULT_LABELS[RESULT_KEYS[name]], progress=progress
                 )
@@ -321,12 +343,13 @@ def build_final_json(
     results: Mapping[str, Mapping],
     step_size: float | None = None,
     cifar10c: Mapping | None = None,
+    norm: str = "linf",
     **extra,
 ) -> dict:
     """The ``final.json`` dict (stable keys; accuracies in [0, 1]).
 
-    ``{"dataset", "model", "eps", "classes": [names], "results": {"clean": {...}, "pgd20": {...},
-    "cw20": {...}, "autoattack": {...}}, "frl_errors": {...}}`` where each result is
+    ``{"dataset", "model", "norm", "eps", "classes": [names], "results": {"clean": {...},
+    "pgd20": {...}, "cw20": {...}, "autoattack": {...}}, "frl_errors": {...}}`` where each result is
     ``{"per_class", "average" (mean over classes), "worst" (min over classes), "counts"}``; only
     the attacks that ran appear; ``"frl_errors"`` (see :func:`frl_errors`) appears when both
     ``clean`` and ``pgd20`` ran; ``"cifar10c"`` when given; ``step_size`` and any ``extra``
@@ -342,6 +365,7 @@ def build_final_json(
     final: dict = {
         "dataset": str(dataset),
         "model": str(model),
+        "norm": check_norm(norm),
         "eps": float(eps),
     }
     if step_size is not None:
@@ -520,16 +544,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
     parser.add_argument(
+        "--norm",
+        default="linf",
+        choices=NORMS,
+        help="threat model of PGD-20, CW-20 and AutoAttack (default: linf)",
+    )
+    parser.add_argument(
         "--eps",
         type=float,
         default=None,
-        help="l_inf budget, [0,1] pixel scale (default: the dataset's; CIFAR 8/255)",
+        help="budget, [0,1] pixel scale (default: the dataset's; CIFAR l_inf 8/255, l_2 0.5)",
     )
     parser.add_argument(
         "--step-size",
         type=float,
         default=None,
-        help="PGD/CW step (default: the dataset's, 2/255 CIFAR)",
+        help="PGD/CW step (default: l_inf the dataset's, 2/255 on CIFAR; l_2 eps/5)",
     )
     parser.add_argument(
         "--seed",
@@ -637,10 +667,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 f"{args.dataset} has {field}={expected}; is it a checkpoint for another dataset?"
             )
 
-    eps = data.eps if args.eps is None else args.eps
-    step_size = data.step_size if args.step_size is None else args.step_size
+    eps, step_size = data.attack_budget(args.norm, args.eps, args.step_size)
     try:
-        eps, step_size = _check_budget(eps, step_size)
+        eps, step_size = check_budget(eps, step_size, args.norm)
     except ValueError as exc:
         parser.error(f"--eps/--step-size: {exc}")
 
@@ -668,6 +697,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         device=device,
         seed=args.seed,
         progress=progress,
+        norm=args.norm,
     )
     cifar10c = None
     if args.cifar10c_dir is not None:
@@ -689,6 +719,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     final = build_final_json(
         dataset=args.dataset,
         model=config.get("name", "unknown"),
+        norm=args.norm,
         eps=eps,
         step_size=step_size,
         classes=data.classes,
