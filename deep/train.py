@@ -37,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from deep import distributed as dd
-from deep.attacks import pgd_attack, trades_attack
+from deep.attacks import NORMS, pgd_attack, trades_attack
 from deep.awp import make_awp
 from deep.checkpoint import (
     CheckpointError,
@@ -56,7 +56,14 @@ from deep.data import (
     load_dataset,
     stratified_subset,
 )
-from deep.evaluate import ATTACK_NAMES, evaluate_model, format_table, frl_errors, write_final_json
+from deep.evaluate import (
+    ATTACK_NAMES,
+    check_budget,
+    evaluate_model,
+    format_table,
+    frl_errors,
+    write_final_json,
+)
 from deep.models import MODEL_NAMES, CheckpointMismatchError, build_model, load_model_state
 from deep.objectives import per_sample_loss, trades_parts
 from deep.plots import plot_class_weights, plot_classwise
@@ -145,7 +152,13 @@ ADDED_OPTION_DEFAULTS = {
     "final_checkpoint": "best",
     "class_boundary_weight": None,
     "class_eps_scale": None,
+    "norm": "linf",
+    "sigma": None,
 }
+
+#: Noise level of ``--method gaussian-noise`` when ``--sigma`` is not given (Cohen et al. train
+#: with 0.12, 0.25, 0.5 and 1.0 on CIFAR-10).
+DEFAULT_SIGMA = 0.25
 
 #: Checkpoint evaluated on the test set at the end (``--final-checkpoint``).
 FINAL_CHECKPOINTS = ("best", "last")
@@ -286,10 +299,32 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="seed of initialisation, shuffling and attacks")
 
     section("training attack")
-    add("--eps", type=float, default=None, help="l_inf budget, [0,1] scale (default: per dataset)")
-    add("--step-size", type=float, default=None, help="attack step (default: per dataset)")
+    add(
+        "--norm",
+        default="linf",
+        choices=NORMS,
+        help="threat model of the training attack and of every evaluation (FRL App. A.1.2)",
+    )
+    add(
+        "--eps",
+        type=float,
+        default=None,
+        help="budget, [0,1] pixel scale (default: per dataset; l_2: 0.5 CIFAR, 1.0 Fashion-MNIST)",
+    )
+    add(
+        "--step-size",
+        type=float,
+        default=None,
+        help="attack step (default: l_inf per dataset; l_2 eps/5)",
+    )
     add("--attack-steps", type=int, default=10, help="attack iterations")
     add("--beta", type=float, default=None, help="KL weight of TRADES/MART/FRL (default: preset)")
+    add(
+        "--sigma",
+        type=float,
+        default=None,
+        help=f"--method gaussian-noise: noise std on the [0,1] scale (default {DEFAULT_SIGMA})",
+    )
 
     section("FAAL")
     add("--tau", type=float, default=0.5, help="KL(u||w) budget of the class-weight DRO")
@@ -465,14 +500,25 @@ def resolve_config(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     _check(parser, cfg["weight_decay"] >= 0, "--weight-decay must be >= 0")
     _check(parser, args.lr_gamma > 0, f"--lr-gamma must be > 0, got {args.lr_gamma}")
     _check(parser, all(m >= 1 for m in milestones), "--milestones must be epochs >= 1")
-    _check(
-        parser, args.eps is None or 0 < args.eps <= 1, f"--eps must be in (0, 1], got {args.eps}"
-    )
+    _check(parser, args.eps is None or args.eps > 0, f"--eps must be > 0, got {args.eps}")
+    try:
+        check_budget(1.0 if args.eps is None else args.eps, args.step_size or 1.0, args.norm)
+    except ValueError as exc:
+        parser.error(f"--eps/--step-size (--norm {args.norm}): {exc}")
     _check(
         parser,
-        args.step_size is None or 0 < args.step_size <= 1,
-        f"--step-size must be in (0, 1], got {args.step_size}",
+        args.step_size is None or args.step_size > 0,
+        f"--step-size must be > 0, got {args.step_size}",
     )
+    if preset.attack == "gaussian":
+        cfg["sigma"] = DEFAULT_SIGMA if args.sigma is None else args.sigma
+        _check(
+            parser,
+            math.isfinite(cfg["sigma"]) and cfg["sigma"] > 0,
+            f"--sigma must be a finite number > 0, got {cfg['sigma']}",
+        )
+    else:
+        _check(parser, args.sigma is None, "--sigma needs --method gaussian-noise")
     _check(parser, args.attack_steps >= 1, f"--attack-steps must be >= 1, got {args.attack_steps}")
     _check(parser, cfg["beta"] >= 0, f"--beta must be >= 0, got {cfg['beta']}")
     _check(parser, math.isfinite(args.tau) and args.tau >= 0, f"--tau must be >= 0, got {args.tau}")
@@ -580,6 +626,7 @@ class Trainer:
         self.num_classes = dataset.num_classes
         self.eps = float(cfg["eps"])
         self.step_size = float(cfg["step_size"])
+        self.norm = cfg.get("norm", "linf")
 
         torch.manual_seed(cfg["seed"])
         model = build_model(
@@ -649,16 +696,20 @@ class Trainer:
         attack = self.preset.attack
         if attack == "none":
             return x
+        if attack == "gaussian":  # Cohen et al. 2019: N(0, sigma^2 I) in [0, 1] pixel space
+            noise = torch.randn(x.shape, generator=self.attack_gen, device=x.device)
+            return x + self.cfg["sigma"] * noise
         eps = self.weighting.class_eps(y) if self.preset.per_class_eps else self.eps
         with self.autocast:
             if attack == "pgd":
                 return pgd_attack(
                     self.attack_net, x, y, eps=eps, step_size=self.step_size,
                     steps=self.cfg["attack_steps"], loss="ce", generator=self.attack_gen,
+                    norm=self.norm,
                 )  # fmt: skip
             return trades_attack(
                 self.attack_net, x, eps=eps, step_size=self.step_size,
-                steps=self.cfg["attack_steps"], generator=self.attack_gen,
+                steps=self.cfg["attack_steps"], generator=self.attack_gen, norm=self.norm,
             )  # fmt: skip
 
     def _forward(self, net: nn.Module, x: torch.Tensor, x_adv: torch.Tensor):
@@ -830,7 +881,7 @@ class Trainer:
             return evaluate_model(
                 model, part, num_classes=self.num_classes, attacks=tuple(attacks),
                 eps=self.eps, step_size=self.step_size, batch_size=self.cfg["eval_batch_size"],
-                device=self.device, seed=seed, progress=progress,
+                device=self.device, seed=seed, progress=progress, norm=self.norm,
             )  # fmt: skip
 
         was_training = model.training
@@ -1127,8 +1178,8 @@ def _load_data(parser, cfg: dict, ctx: dd.DistContext) -> ImageDataset:
             class_ratio_vector(cfg.get(key), dataset.classes, "--" + key.replace("_", "-"))
         except ValueError as exc:
             parser.error(str(exc))
-    cfg["eps"] = dataset.eps if cfg["eps"] is None else cfg["eps"]
-    cfg["step_size"] = dataset.step_size if cfg["step_size"] is None else cfg["step_size"]
+    norm = cfg.get("norm", "linf")
+    cfg["eps"], cfg["step_size"] = dataset.attack_budget(norm, cfg["eps"], cfg["step_size"])
     if cfg["channels_last"] is None:
         cfg["channels_last"] = ctx.device.type == "cuda"
     if cfg["model"] is None and cfg["init"] and cfg["resume"] is None:
@@ -1372,6 +1423,7 @@ def _finish(cfg: dict, trainer: Trainer, dataset: ImageDataset, run_dir: Path, c
         run_dir,
         dataset=dataset.name,
         model=cfg["model"],
+        norm=trainer.norm,
         eps=trainer.eps,
         step_size=trainer.step_size,
         classes=list(dataset.classes),
@@ -1385,7 +1437,8 @@ def _finish(cfg: dict, trainer: Trainer, dataset: ImageDataset, run_dir: Path, c
     plot_classwise(final, run_dir / "classwise.png", title=f"{dataset.name} / {cfg['model']} / "
                    f"{cfg['method']}: class-wise test accuracy")  # fmt: skip
     _plot_weights(run_dir, dataset.classes)
-    print(f"\n{cfg['method']} on {dataset.name} ({cfg['model']}, eps {trainer.eps:.4g}), "
+    print(f"\n{cfg['method']} on {dataset.name} ({cfg['model']}, {trainer.norm} eps "
+          f"{trainer.eps:.4g}), "
           f"{chosen}, class-wise test accuracy (%):")  # fmt: skip
     print(format_table(final))
     print(f"\nrun directory: {run_dir}", flush=True)

@@ -9,7 +9,7 @@ from deep.weighting import FRL_MODES, WEIGHTING_NAMES
 EXPECTED_METHODS = {
     "natural", "pgd-at", "trades", "mart", "at-awp", "trades-awp", "faal-at", "faal-trades",
     "faal-mart", "faal-at-awp", "faal-trades-awp", "frl-rw", "frl-rm", "frl-rwrm",
-    "baseline-reweight", "fixed-class",
+    "baseline-reweight", "fixed-class", "gaussian-noise",
 }  # fmt: skip
 
 
@@ -46,6 +46,7 @@ def test_parts_come_from_the_modules_that_implement_them():
         ("frl-rwrm", "trades", "trades", "frl", False),
         ("baseline-reweight", "pgd", "at", "baseline", False),
         ("fixed-class", "trades", "trades", "fixed-class", False),
+        ("gaussian-noise", "gaussian", "at", "uniform", False),
     ],
 )
 def test_preset_combination(name, attack, objective, weighting, awp):
