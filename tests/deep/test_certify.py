@@ -41,7 +41,7 @@ def _mp_lower_bound(k: int, n: int, alpha: float) -> mpmath.mpf:
         )
 
     lo, hi = mpmath.mpf(0), mpmath.mpf(1)
-    for _ in range(120):  # the tail increases with p
+    for _ in range(70):  # the tail increases with p; 2^-70 is far below the tolerance
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if tail(mid) < alpha else (lo, mid)
     return (lo + hi) / 2

@@ -17,7 +17,7 @@ from tests.deep.test_evaluate import digits, one_thread, small_cnn_checkpoint, t
 
 
 def test_l2_autoattack_agrees_with_a_direct_pyautoattack_call(digits, tiny_cnn):  # noqa: F811
-    split = stratified_subset(digits.test, 3, seed=0)
+    split = stratified_subset(digits.test, 2, seed=0)
     eps = 0.5
     res = evaluate_model(
         tiny_cnn, split, num_classes=10, attacks=("clean", "pgd20", "aa"), eps=eps,
