@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deep.download import DatasetError, RemoteFile, fetch_files
+
 DATASET_NAMES = ("digits", "fashion-mnist", "cifar10", "cifar100", "svhn")
 
 #: Per-class validation size used by FRL on CIFAR-10 (4700 train / 300 validation per class).
@@ -87,10 +89,6 @@ DIGITS_SPLIT_SEED = 0
 
 IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049
-
-
-class DatasetError(RuntimeError):
-    """A data set's files are missing, truncated or corrupt; the message names file(s) and fix."""
 
 
 class MissingFilesError(DatasetError):
@@ -232,21 +230,8 @@ L2_STEP_FRACTION = 0.2
 
 
 # --------------------------------------------------------------------------------------------------
-# Where the files come from (also used by deep.download)
+# Where the files come from (fetched by deep.download)
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One official file: its URL, published MD5, and the folder it unpacks to (archives only)."""
-
-    url: str
-    md5: str
-    extracts_to: str | None = None
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
 
 
 _FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -319,8 +304,6 @@ def download_dataset(
     nothing to fetch.
     """
     _check_name(name, tuple(SOURCES))
-    from deep.download import fetch_files  # deferred: deep.download imports this module
-
     fetch_files(
         SOURCES[name],
         Path(data_dir),

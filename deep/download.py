@@ -4,7 +4,8 @@ Used by :func:`deep.data.download_dataset`.  Guarantees: a file appears under it
 after its MD5 matched the published one (it is streamed to a temporary file in the same folder, then
 ``os.replace``-d); an archive is unpacked into a temporary folder that is renamed into place; any
 failure (network error, short read, checksum mismatch, interruption) removes the temporary file or
-folder and raises :class:`deep.data.DatasetError` saying what happened.
+folder and raises :class:`DatasetError` saying what happened. This module imports nothing from
+:mod:`deep.data` (which imports it).
 """
 
 from __future__ import annotations
@@ -18,14 +19,32 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from deep.data import DatasetError, RemoteFile
+__all__ = ["DatasetError", "RemoteFile", "download_verified", "extract_archive", "fetch_files"]
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60.0
+
+
+class DatasetError(RuntimeError):
+    """A data set's files are missing, truncated or corrupt; the message names file(s) and fix."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One official file: its URL, published MD5, and the folder it unpacks to (archives only)."""
+
+    url: str
+    md5: str
+    extracts_to: str | None = None
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
 
 
 def file_md5(path: str | Path) -> str:

@@ -27,6 +27,12 @@ References for the parts:
   norm is a property of the attack, not of the method.
 * Fixed class weights (FRL §5.3, Figure 3): FRL's loss with one class's boundary-error weight and /
   or attack budget scaled by a fixed ratio (``--class-boundary-weight``, ``--class-eps-scale``).
+* CFA (Wei et al., CVPR 2023): class-wise calibrated eps (CCM) from the training robust accuracy,
+  on TRADES also a per-class mix of the CE and KL terms (CCR); EMA and FAWA averaged models.
+* WAT (Li & Liu, AAAI 2023): exponential-weights class weights from validation costs, TRADES.
+* DAFA (Lee et al., ICLR 2024): class weights from the class-probability matrix of the last warm-up
+  epoch; they scale the class's budget and step, and weight the clean CE term (TRADES) or the
+  adversarial CE (PGD-AT).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ __all__ = ["ATTACKS", "WEIGHTINGS", "Preset", "PRESETS", "METHOD_NAMES", "get_pr
 ATTACKS = ("none", "pgd", "trades", "gaussian")
 
 #: Class weightings of :mod:`deep.weighting`.
-WEIGHTINGS = ("uniform", "faal", "frl", "baseline", "fixed-class")
+WEIGHTINGS = ("uniform", "faal", "frl", "baseline", "fixed-class", "cfa", "wat", "dafa")
 
 _OBJECTIVES = ("ce", "at", "trades", "mart")
 _FRL_MODES = ("rw", "rm", "rwrm")
@@ -89,6 +95,10 @@ class Preset:
                 f"weighting {self.weighting!r} weights the two TRADES terms separately: "
                 "objective must be 'trades'"
             )
+        if self.weighting == "wat" and self.objective != "trades":
+            raise ValueError("WAT weights the TRADES loss: objective must be 'trades'")
+        if self.weighting in ("cfa", "dafa") and self.objective not in ("at", "trades"):
+            raise ValueError(f"{self.weighting} runs on PGD-AT or TRADES, not {self.objective!r}")
         if not self.beta >= 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
@@ -104,8 +114,13 @@ class Preset:
 
     @property
     def needs_validation(self) -> bool:
-        """FRL and Baseline Reweight update their state from class-wise validation errors."""
-        return self.weighting in ("frl", "baseline")
+        """FRL, Baseline Reweight and WAT update from the validation split; CFA's FAWA reads it."""
+        return self.weighting in ("frl", "baseline", "cfa", "wat")
+
+    @property
+    def averaged_models(self) -> tuple[str, ...]:
+        """Averaged models the method keeps (CFA: EMA and FAWA), each saved as ``<name>.pt``."""
+        return ("ema", "fawa") if self.weighting == "cfa" else ()
 
     @property
     def two_term_loss(self) -> bool:
@@ -114,8 +129,9 @@ class Preset:
 
     @property
     def per_class_eps(self) -> bool:
-        """A per-class attack budget eps_{y_i}: FRL Remargin (FRL Eq. 11), fixed class scales."""
-        return self.frl_mode in ("rm", "rwrm") or self.weighting == "fixed-class"
+        """A per-class attack budget eps_{y_i}: FRL Remargin (FRL Eq. 11), fixed class scales,
+        CFA's calibrated eps, DAFA's class-scaled budget."""
+        return self.frl_mode in ("rm", "rwrm") or self.weighting in ("fixed-class", "cfa", "dafa")
 
     def to_dict(self) -> dict:
         """JSON-able description (stored in config.json)."""
@@ -156,6 +172,26 @@ def _presets() -> dict[str, Preset]:
         Preset(
             "fixed-class", "trades", "trades", "fixed-class", beta=1.5,
             description="FRL's loss with fixed per-class boundary weights / eps (FRL §5.3)",
+        ),
+        Preset(
+            "cfa-at", "pgd", "at", "cfa",
+            description="CFA on PGD-AT: class-wise calibrated eps (CCM) + FAWA (Wei et al. 2023)",
+        ),
+        Preset(
+            "cfa-trades", "trades", "trades", "cfa",
+            description="CFA on TRADES: CCM + class-wise calibrated beta (CCR) + FAWA",
+        ),
+        Preset(
+            "wat-trades", "trades", "trades", "wat",
+            description="WAT: exponential-weights class weights from validation losses",
+        ),
+        Preset(
+            "dafa-trades", "trades", "trades", "dafa",
+            description="DAFA: distance-aware class weights and class-scaled budgets",
+        ),
+        Preset(
+            "dafa-at", "pgd", "at", "dafa",
+            description="DAFA on PGD-AT (one class-scaled step per iteration)",
         ),
         Preset(
             "gaussian-noise", "gaussian", "at", "uniform",

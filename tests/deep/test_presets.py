@@ -9,7 +9,8 @@ from deep.weighting import FRL_MODES, WEIGHTING_NAMES
 EXPECTED_METHODS = {
     "natural", "pgd-at", "trades", "mart", "at-awp", "trades-awp", "faal-at", "faal-trades",
     "faal-mart", "faal-at-awp", "faal-trades-awp", "frl-rw", "frl-rm", "frl-rwrm",
-    "baseline-reweight", "fixed-class", "gaussian-noise",
+    "baseline-reweight", "fixed-class", "cfa-at", "cfa-trades", "wat-trades", "dafa-trades",
+    "dafa-at", "gaussian-noise",
 }  # fmt: skip
 
 
@@ -46,6 +47,11 @@ def test_parts_come_from_the_modules_that_implement_them():
         ("frl-rwrm", "trades", "trades", "frl", False),
         ("baseline-reweight", "pgd", "at", "baseline", False),
         ("fixed-class", "trades", "trades", "fixed-class", False),
+        ("cfa-at", "pgd", "at", "cfa", False),
+        ("cfa-trades", "trades", "trades", "cfa", False),
+        ("wat-trades", "trades", "trades", "wat", False),
+        ("dafa-trades", "trades", "trades", "dafa", False),
+        ("dafa-at", "pgd", "at", "dafa", False),
         ("gaussian-noise", "gaussian", "at", "uniform", False),
     ],
 )
@@ -64,7 +70,10 @@ def test_derived_properties():
     assert get_preset("fixed-class").per_class_eps and get_preset("fixed-class").two_term_loss
     assert get_preset("fixed-class").beta == 1.5  # FRL's loss (FRL §5.3 uses FRL's settings)
     needs_val = {n for n, p in PRESETS.items() if p.needs_validation}
-    assert needs_val == {"frl-rw", "frl-rm", "frl-rwrm", "baseline-reweight"}
+    assert needs_val == {
+        "frl-rw", "frl-rm", "frl-rwrm", "baseline-reweight", "cfa-at", "cfa-trades", "wat-trades"
+    }  # fmt: skip
+    assert {n for n, p in PRESETS.items() if p.averaged_models} == {"cfa-at", "cfa-trades"}
     assert get_preset("frl-rwrm").beta == 1.5 and get_preset("trades").beta == 6.0  # SPEC §3-4
 
 

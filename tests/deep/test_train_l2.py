@@ -40,7 +40,7 @@ def test_every_preset_steps_under_l2(digits, method):
     assert trainer.norm == "l2" and trainer.eps == L2_EPS["digits"]
     x, y = first_batch(digits)
     x_adv = trainer._adversarial(x, y)
-    eps = trainer.weighting.class_eps(y) if trainer.preset.per_class_eps else trainer.eps
+    eps = trainer.method.class_eps(y)  # the method's per-sample budget (a float if uniform)
     budget = torch.as_tensor(eps, dtype=torch.float64).expand(len(x))
     if trainer.preset.attack != "gaussian":
         assert torch.all((x_adv - x).double().flatten(1).norm(dim=1) <= budget * (1 + 1e-5))
