@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import math
 import sys
@@ -101,16 +102,23 @@ def _binomial_test_pvalue(n_a: np.ndarray, n_b: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Monte Carlo counts
 # --------------------------------------------------------------------------------------------
-def _model_device(model: nn.Module, x: Tensor) -> torch.device:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return x.device
+def _model_device_dtype(model: nn.Module, x: Tensor) -> tuple[torch.device, torch.dtype]:
+    """Where the model's first floating-point tensor lives and its dtype (x's for a model
+    without parameters or buffers)."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return x.device, x.dtype
 
 
-def _check_inputs(x: Tensor, sigma: float, batch_size: int, generator, device) -> None:
-    if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point():
-        raise ValueError("x must be a floating-point tensor of shape (B, C, H, W) in [0, 1]")
-    if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
+def _check_inputs(x: Tensor, sigma: float, batch_size: int, generator, device) -> float:
+    if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point() or len(x) == 0:
+        raise ValueError("x must be a non-empty floating-point tensor (B, C, H, W) in [0, 1]")
+    try:
+        sigma = float(sigma)
+    except (TypeError, ValueError):
+        sigma = math.nan
+    if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -119,6 +127,7 @@ def _check_inputs(x: Tensor, sigma: float, batch_size: int, generator, device) -
             f"generator is on {generator.device} but the model on {device}: create it with "
             f"torch.Generator(device={str(device)!r}) so the noise is drawn where the model runs"
         )
+    return sigma
 
 
 def _check_count(value, name: str) -> int:
@@ -153,9 +162,9 @@ def class_counts(
     train/eval mode is restored afterwards. ``num_classes`` defaults to the logits' width.
     """
     num = _check_count(num, "num")
-    device = _model_device(model, x)
-    _check_inputs(x, sigma, batch_size, generator, device)
-    x = x.detach().to(device=device, dtype=torch.float32)
+    device, dtype = _model_device_dtype(model, x)
+    sigma = _check_inputs(x, sigma, batch_size, generator, device)
+    x = x.detach().to(device=device, dtype=dtype)
     b = x.shape[0]
     total = b * num
     counts = None

@@ -173,6 +173,11 @@ def test_seeded_and_mode_restoring_and_bad_input():
         certify(model, x, sigma=0.5, alpha=1.0)
     with pytest.raises(ValueError, match="batch_size"):
         certify(model, x, sigma=0.5, batch_size=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        certify(model, x[:0], sigma=0.5)
+    same = certify(model, x, sigma=np.float32(0.5), n0=10, n=300,
+                   generator=torch.Generator().manual_seed(4))  # fmt: skip
+    assert torch.equal(same[0], runs[0][0])  # a numpy scalar sigma is the same sigma
     if torch.cuda.is_available():  # a generator on another device than the model
         with pytest.raises(ValueError, match="generator"):
             certify(model, x, sigma=0.5, generator=torch.Generator(device="cuda"))
