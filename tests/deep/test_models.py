@@ -93,11 +93,28 @@ def test_small_cnn_is_small():
     assert count_parameters(build_model("small-cnn", 10, in_channels=1)) < 200_000
 
 
+def test_two_conv_cnn_parameter_count():
+    # conv(k=3, bias) 1->32, 32->64; linear 64*7*7 -> 128 -> 10 on 28x28 inputs
+    expected = (9 * 1 * 32 + 32) + (9 * 32 * 64 + 64) + (64 * 49 * 128 + 128) + (128 * 10 + 10)
+    model = build_model("two-conv-cnn", 10, in_channels=1, image_size=28)
+    assert count_parameters(model) == expected
+
+
+def test_two_conv_cnn_has_no_batchnorm_so_train_and_eval_agree():
+    torch.manual_seed(0)
+    model = build_model("two-conv-cnn", 10, in_channels=1, image_size=28)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model.train()(x), model.eval()(x))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
 # ----- forward shapes -----
+@pytest.mark.parametrize("name", ["small-cnn", "two-conv-cnn"])
 @pytest.mark.parametrize("in_channels", [1, 3])
 @pytest.mark.parametrize("size", [8, 28, 32])
-def test_small_cnn_shapes(in_channels, size):
-    model = build_model("small-cnn", 7, in_channels=in_channels, image_size=size).eval()
+def test_small_cnn_shapes(name, in_channels, size):
+    model = build_model(name, 7, in_channels=in_channels, image_size=size).eval()
     out = model(torch.rand(3, in_channels, size, size))
     assert out.shape == (3, 7)
     assert torch.isfinite(out).all()

@@ -1,0 +1,722 @@
+"""The robust-fairness benchmark: every method under one protocol, class-wise, at full scale.
+
+Which method raises the worst class, by how much, at what average cost? This script answers it with
+the package's own CLIs only (``python -m deep.train``, ``python -m deep.evaluate``):
+
+* **from scratch** — every method in ``--scratch`` (default: PGD-AT, TRADES, FAAL-AT, FAAL-TRADES,
+  FRL Reweight+Remargin and every CFA / WAT / DAFA preset the package has) trained on the full
+  training set minus a seeded, stratified validation split (``--val-per-class``) that chooses the
+  checkpoint (best worst-class PGD-20 validation accuracy);
+* **fine-tuning** (FAAL supp. Tables 2 and 5) — the PGD-AT and TRADES models fine-tuned for
+  ``--finetune-epochs`` with FAAL, FRL, CFA, WAT, DAFA, and with **their own method** (the control
+  that separates a fairness method's effect from the effect of more epochs); same learning rates;
+* evaluation of every model on the **full test set** (clean, PGD-20, CW-20) and AutoAttack
+  ("standard") on a stratified test subset of ``--aa-per-class`` images per class, the same images
+  for every model, for the seeds in ``--aa-seeds``; ``--tau-sweep`` adds FAAL fine-tuning rows at
+  other tau values.
+
+Runs go in parallel (``--jobs``, one CPU thread each). Every finished run is stored in a small
+per-run record (``<out>/fairness_benchmark_runs/<row>/seed<k>.json``: the options, final.json,
+metrics, AutoAttack, CPU seconds); the table, JSON and figures are rewritten from those records
+after every job. Rerunning the command continues where it stopped: a run interrupted in this
+checkout resumes from its ``last.pt``; a run whose record exists is not repeated unless another
+run needs its checkpoint (a fine-tuning row its base, AutoAttack its model) and the checkpoint is
+gone (a fresh clone), in which case the run is trained again: CPU training is deterministic, so
+the same model comes back (a warning is printed if its numbers differ from the record, which is
+then replaced).
+A record whose options differ from the current ones is ignored (recomputed), never mixed in.
+
+    python benchmarks/fairness_benchmark.py                       # Fashion-MNIST, ~12 CPU-hours
+    python benchmarks/fairness_benchmark.py --status              # what is done / missing
+    python benchmarks/fairness_benchmark.py --report-only         # rewrite table and figures
+    python benchmarks/fairness_benchmark.py --dataset cifar10 --device cuda --jobs 1 ...  # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fairness_report  # noqa: E402  (the aggregation and figures, next to this script)
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: From-scratch methods of the benchmark, in this order; presets the package lacks are left out.
+DEFAULT_SCRATCH = (
+    "pgd-at",
+    "trades",
+    "faal-at",
+    "faal-trades",
+    "frl-rwrm",
+    "cfa-at",
+    "cfa-trades",
+    "wat-trades",
+    "dafa-at",
+    "dafa-trades",
+)
+#: Fine-tuning: base -> methods (the base's own method is the control and always comes first).
+DEFAULT_FINETUNE = {
+    "pgd-at": ("pgd-at", "faal-at", "frl-rwrm", "cfa-at", "wat-trades", "dafa-at"),
+    "trades": ("trades", "faal-trades", "frl-rwrm", "cfa-trades", "wat-trades", "dafa-trades"),
+}
+#: The FAAL method used to fine-tune each base (and swept over tau with --tau-sweep).
+FAAL_FOR_BASE = {"pgd-at": "faal-at", "trades": "faal-trades"}
+
+
+# --------------------------------------------------------------------------------------------
+# Rows and runs
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a method trained from scratch or fine-tuned from a base row."""
+
+    name: str
+    method: str
+    init: str | None = None  # base row name (fine-tuning) or None (from scratch)
+    options: tuple[str, ...] = ()  # extra deep.train options of this row (e.g. --tau 0.1)
+
+    @property
+    def label(self) -> str:
+        if self.init is None:
+            return self.name
+        return f"{self.init} → {self.method}" + (
+            f" ({' '.join(self.options).replace('--', '')})" if self.options else ""
+        )
+
+
+@dataclass
+class Job:
+    kind: str  # "train" or "aa"
+    row: Row
+    seed: int
+    deps: list[Job] = field(default_factory=list)
+    state: str = "pending"  # pending | running | done | failed
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} {self.row.name} seed {self.seed}"
+
+
+def _available_methods() -> tuple[str, ...]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run(
+        [sys.executable, "-c", "import deep.presets as p; print(','.join(p.METHOD_NAMES))"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return tuple(out.stdout.strip().split(","))
+
+
+def build_rows(args, available: tuple[str, ...]) -> list[Row]:
+    """The table's rows from the options (methods the package does not have are left out)."""
+
+    def keep(method: str, option: str) -> bool:
+        if method in available:
+            return True
+        if args.explicit_methods:
+            raise SystemExit(f"{option}: unknown method {method!r}; the package has {available}")
+        return False
+
+    rows = [Row(m, m) for m in args.scratch if keep(m, "--scratch")]
+    names = {r.name for r in rows}
+    for base, methods in args.finetune.items():
+        if base not in names:
+            raise SystemExit(f"--finetune: base {base!r} is not a --scratch row")
+        for method in methods:
+            if keep(method, "--finetune"):
+                rows.append(Row(f"{base}+{method}", method, init=base))
+        faal = FAAL_FOR_BASE.get(base)
+        for tau in args.tau_sweep:
+            if faal and faal in available:
+                rows.append(Row(f"{base}+{faal}-tau{tau:g}", faal, base, ("--tau", f"{tau:g}")))
+    return rows
+
+
+def scratch_argv(args) -> list[str]:
+    """deep.train options shared by every from-scratch run (the protocol)."""
+    argv = [
+        "--dataset",
+        args.dataset,
+        "--epochs",
+        str(args.epochs),
+        "--lr",
+        f"{args.lr:g}",
+        "--schedule",
+        "cosine",
+        "--batch-size",
+        str(args.batch_size),
+        "--val-per-class",
+        str(args.val_per_class),
+        "--attack-steps",
+        str(args.attack_steps),
+        "--final-attacks",
+        "clean,pgd20,cw20",
+    ]
+    if args.model:
+        argv += ["--model", args.model]
+    if args.eps is not None:
+        argv += ["--eps", f"{args.eps:g}"]
+    if args.train_per_class:
+        argv += ["--train-per-class", str(args.train_per_class)]
+    if args.test_per_class:
+        argv += ["--final-n-per-class", str(args.test_per_class)]
+    return argv
+
+
+def finetune_argv(args) -> list[str]:
+    """Fine-tuning protocol (FAAL supp. C.5): lr ``--finetune-lr`` then a tenth of it."""
+    argv = scratch_argv(args)
+    for option, value in (
+        ("--epochs", str(args.finetune_epochs)),
+        ("--lr", f"{args.finetune_lr:g}"),
+        ("--schedule", "multistep"),
+    ):
+        argv[argv.index(option) + 1] = value
+    milestone = max(1, args.finetune_epochs // 2)
+    return argv + ["--milestones", str(milestone)]
+
+
+def run_argv(args, row: Row, seed: int) -> list[str]:
+    base = finetune_argv(args) if row.init else scratch_argv(args)
+    return [*base, "--method", row.method, "--seed", str(seed), *row.options]
+
+
+def run_hash(args, rows_by_name: dict[str, Row], row: Row, seed: int) -> str:
+    """Identity of a run: its deep.train options and, for fine-tuning, its base's identity."""
+    identity = {"argv": run_argv(args, row, seed)}
+    if row.init:
+        identity["init"] = run_hash(args, rows_by_name, rows_by_name[row.init], seed)
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def aa_argv(args) -> list[str]:
+    return ["--attacks", "clean,pgd20,aa", "--n-per-class", str(args.aa_per_class), "--seed", "0"]
+
+
+# --------------------------------------------------------------------------------------------
+# The store of finished runs (committed) and the run folders (working files)
+# --------------------------------------------------------------------------------------------
+class Store:
+    def __init__(self, args, rows: list[Row]) -> None:
+        self.args = args
+        self.rows = {r.name: r for r in rows}
+        self.records = Path(args.out) / f"{fairness_report.stem(args.dataset)}_runs"
+        self.runs = Path(args.runs)
+        self.lock = threading.Lock()
+
+    def hash(self, row: Row, seed: int) -> str:
+        return run_hash(self.args, self.rows, row, seed)
+
+    def record_path(self, row: Row, seed: int) -> Path:
+        return self.records / row.name / f"seed{seed}.json"
+
+    def run_dir(self, row: Row, seed: int) -> Path:
+        return self.runs / row.name / f"seed{seed}-{self.hash(row, seed)}"
+
+    def record(self, row: Row, seed: int) -> dict | None:
+        """The stored record of this run if it was made with the current options."""
+        path = self.record_path(row, seed)
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"{path} is not valid JSON ({exc}); delete it to recompute") from None
+        return record if record.get("hash") == self.hash(row, seed) else None
+
+    def has_aa(self, row: Row, seed: int) -> bool:
+        record = self.record(row, seed)
+        return bool(record and record.get("autoattack_argv") == aa_argv(self.args))
+
+    def checkpoint(self, row: Row, seed: int) -> Path | None:
+        """The evaluated checkpoint of the run folder, if the run folder is complete."""
+        run_dir = self.run_dir(row, seed)
+        final = run_dir / "final.json"
+        if not final.exists():
+            return None
+        name = Path(json.loads(final.read_text())["checkpoint"])
+        path = name if name.is_absolute() else run_dir / name.name
+        return path if path.exists() else None
+
+    def write(self, row: Row, seed: int, record: dict) -> None:
+        path = self.record_path(row, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs
+# --------------------------------------------------------------------------------------------
+def plan(store: Store, rows: list[Row], seeds: list[int], aa_seeds: list[int]) -> list[Job]:
+    """The jobs still to do, in priority order, each with the jobs it waits for."""
+    need_train: dict[tuple[str, int], bool] = {}
+
+    def needs_aa(row: Row, seed: int) -> bool:
+        return seed in aa_seeds and store.args.aa_per_class > 0 and not store.has_aa(row, seed)
+
+    def needs_train(row: Row, seed: int) -> bool:
+        key = (row.name, seed)
+        if key not in need_train:
+            dependents = [r for r in rows if r.init == row.name]
+            wants_ckpt = needs_aa(row, seed) or any(needs_train(r, seed) for r in dependents)
+            need_train[key] = store.record(row, seed) is None or (
+                wants_ckpt and store.checkpoint(row, seed) is None
+            )
+        return need_train[key]
+
+    jobs: dict[tuple[str, str, int], Job] = {}
+
+    def train_job(row: Row, seed: int) -> Job | None:
+        if not needs_train(row, seed):
+            return None
+        key = ("train", row.name, seed)
+        if key not in jobs:
+            deps = []
+            if row.init:
+                base = train_job(store.rows[row.init], seed)
+                deps = [base] if base else []
+            jobs[key] = Job("train", row, seed, deps)
+        return jobs[key]
+
+    bases = [r for r in rows if any(o.init == r.name for o in rows)]
+    finetunes = [r for r in rows if r.init]
+    # first the question the benchmark is about: FAAL fine-tuning against its control
+    key = [
+        r for r in finetunes if r.method in (r.init, FAAL_FOR_BASE.get(r.init)) and not r.options
+    ]
+    others = [r for r in finetunes if r not in key]
+    scratch = [r for r in rows if r.init is None and r not in bases]
+    order = [(r, s) for s in seeds for r in bases + key]
+    order += [(r, s) for r in others for s in seeds]
+    order += [(r, s) for r in scratch for s in seeds]
+    for row, seed in order:
+        train_job(row, seed)
+    out = list(jobs.values())
+    for row, seed in order:
+        if needs_aa(row, seed):
+            train = jobs.get(("train", row.name, seed))
+            out.append(Job("aa", row, seed, [train] if train else []))
+    return out
+
+
+def _run_logged(cmd: list[str], log: Path, threads: int) -> tuple[int, float]:
+    """Run a command, appending its output to ``log``; (exit status, CPU seconds of the child)."""
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)
+    )
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        _CHILDREN.add(proc)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            _CHILDREN.discard(proc)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+_CHILDREN: set[subprocess.Popen] = set()
+
+
+def _tail(path: Path, n: int = 12) -> str:
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return "\n".join("    " + ln for ln in lines[-n:])
+
+
+def run_train(store: Store, job: Job) -> None:
+    args, row, seed = store.args, job.row, job.seed
+    run_dir = store.run_dir(row, seed)
+    log = run_dir.with_suffix(".log")
+    cpu_file = run_dir.with_suffix(".cpu")
+    if not (run_dir / "final.json").exists():
+        cmd = [
+            sys.executable,
+            "-m",
+            "deep.train",
+            "--threads",
+            str(args.threads),
+            "--device",
+            args.device,
+        ]
+        if (run_dir / "last.pt").exists():
+            cmd += ["--resume", str(run_dir)]
+        else:
+            if run_dir.exists():  # a run that died before its first checkpoint
+                shutil.rmtree(run_dir)
+            cmd += ["--out", str(run_dir), *run_argv(args, row, seed)]
+            if row.init:
+                base_ckpt = store.checkpoint(store.rows[row.init], seed)
+                if base_ckpt is None:
+                    raise RuntimeError(f"the checkpoint of {row.init} seed {seed} is missing")
+                cmd += ["--init", str(base_ckpt)]
+        status, cpu = _run_logged(cmd, log, args.threads)
+        previous = float(cpu_file.read_text()) if cpu_file.exists() else 0.0
+        cpu_file.write_text(f"{previous + cpu}\n")
+        if status != 0:
+            raise RuntimeError(f"deep.train exited with {status}; {log}:\n{_tail(log)}")
+    final = json.loads((run_dir / "final.json").read_text())
+    metrics = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln]
+    cpu = float(cpu_file.read_text()) if cpu_file.exists() else None
+    with store.lock:
+        old = store.record(row, seed)
+        if old is not None:  # retrained to get its checkpoint back
+            if old["final"]["results"] != final["results"]:
+                print(
+                    f"WARNING: {row.name} seed {seed} retrained with different results than its "
+                    "record (nondeterminism or changed code); the record is replaced",
+                    flush=True,
+                )
+            else:
+                return
+        record = {
+            "row": row.name,
+            "method": row.method,
+            "init": row.init,
+            "seed": seed,
+            "hash": store.hash(row, seed),
+            "argv": run_argv(args, row, seed),
+            "cpu_seconds": {"train": cpu},
+            "final": final,
+            "metrics": metrics,
+        }
+        store.write(row, seed, record)
+
+
+def run_aa(store: Store, job: Job) -> None:
+    args, row, seed = store.args, job.row, job.seed
+    ckpt = store.checkpoint(row, seed)
+    if ckpt is None:
+        raise RuntimeError(f"the checkpoint of {row.name} seed {seed} is missing")
+    out = store.run_dir(row, seed) / f"autoattack-{args.aa_per_class}"
+    log = store.run_dir(row, seed).with_suffix(".log")
+    cmd = [
+        sys.executable,
+        "-m",
+        "deep.evaluate",
+        "--checkpoint",
+        str(ckpt),
+        "--dataset",
+        args.dataset,
+        "--out",
+        str(out),
+        "--device",
+        args.device,
+        *aa_argv(args),
+    ]
+    if args.eps is not None:
+        cmd += ["--eps", f"{args.eps:g}"]
+    status, cpu = _run_logged(cmd, log, args.threads)
+    if status != 0:
+        raise RuntimeError(f"deep.evaluate exited with {status}; {log}:\n{_tail(log)}")
+    final = json.loads((out / "final.json").read_text())
+    with store.lock:
+        record = store.record(row, seed)
+        record["autoattack"] = final
+        record["autoattack_argv"] = aa_argv(args)
+        record["cpu_seconds"]["autoattack"] = cpu
+        store.write(row, seed, record)
+
+
+class Scheduler:
+    """Runs the jobs on ``jobs`` worker threads: AutoAttack of finished models first (so a model's
+    checkpoint is used while it exists), then training in plan order."""
+
+    def __init__(self, store: Store, jobs: list[Job], workers: int, deadline: float | None):
+        self.store, self.jobs, self.workers, self.deadline = store, jobs, workers, deadline
+        self.cond = threading.Condition()
+        self.failed: list[str] = []
+        self.stopping = False
+
+    def _next(self) -> Job | None:
+        """The next runnable job, None when nothing is left to start (call with the lock)."""
+        while True:
+            if self.stopping or (self.deadline is not None and time.time() > self.deadline):
+                return None
+            for job in self.jobs:
+                if job.state == "pending" and any(d.state == "failed" for d in job.deps):
+                    job.state = "failed"
+                    self.failed.append(f"{job.name}: a run it needs failed")
+            pending = [j for j in self.jobs if j.state == "pending"]
+            ready = [j for j in pending if all(d.state == "done" for d in j.deps)]
+            ready.sort(key=lambda j: j.kind != "aa")  # stable: plan order within a kind
+            if ready:
+                ready[0].state = "running"
+                return ready[0]
+            if not pending or not any(j.state == "running" for j in self.jobs):
+                return None
+            self.cond.wait()
+
+    def _worker(self) -> None:
+        while True:
+            with self.cond:
+                job = self._next()
+            if job is None:
+                return
+            t0 = time.time()
+            _say(f"start {job.name}")
+            try:
+                (run_train if job.kind == "train" else run_aa)(self.store, job)
+                state = "done"
+                _say(f"done  {job.name} in {(time.time() - t0) / 60:.1f} min")
+            except Exception as exc:  # a failed run must not stop the others
+                state = "failed"
+                self.failed.append(f"{job.name}: {exc}")
+                _say(f"FAILED {job.name}: {exc}")
+            with self.cond:
+                job.state = state
+                self.cond.notify_all()
+            if state == "done" and not self.stopping:
+                with self.store.lock:
+                    fairness_report.write_report(self.store.args, report_inputs(self.store))
+
+    def run(self) -> None:
+        threads = [threading.Thread(target=self._worker, daemon=True) for _ in range(self.workers)]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=1.0)
+        except KeyboardInterrupt:
+            with self.cond:
+                self.stopping = True
+            _say("interrupted: asking the running jobs to save and stop (Ctrl-C again to kill)")
+            for proc in list(_CHILDREN):
+                with_pgid(proc, signal.SIGINT)
+            for t in threads:
+                t.join()
+            raise
+
+
+def with_pgid(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def report_inputs(store: Store) -> dict:
+    """Everything the report needs: the config and every stored record of the current rows."""
+    args = store.args
+    records = {}
+    for row in store.rows.values():
+        by_seed = {}
+        for seed in args.seeds:
+            record = store.record(row, seed)
+            if record is not None:
+                by_seed[seed] = record
+        records[row.name] = {"row": row, "records": by_seed}
+    return {"args": args, "rows": records}
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+def _methods(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+def _finetune(text: str) -> dict[str, tuple[str, ...]]:
+    """``"pgd-at:pgd-at,faal-at;trades:trades"`` -> ``{"pgd-at": (...), "trades": (...)}``."""
+    out = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        base, sep, methods = part.partition(":")
+        if not sep or not base.strip():
+            raise argparse.ArgumentTypeError(f"{part!r} is not BASE:METHOD[,METHOD...]")
+        out[base.strip()] = _methods(methods)
+    return out
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated integers") from None
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated numbers") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/fairness_benchmark.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("rows")
+    g.add_argument(
+        "--scratch",
+        type=_methods,
+        default=DEFAULT_SCRATCH,
+        help="methods trained from scratch (comma-separated)",
+    )
+    g.add_argument(
+        "--finetune",
+        type=_finetune,
+        default=";".join(f"{b}:{','.join(m)}" for b, m in DEFAULT_FINETUNE.items()),
+        help="BASE:METHOD,...;BASE:... fine-tuning rows (the base's own method is the control)",
+    )
+    g.add_argument(
+        "--tau-sweep",
+        type=_floats,
+        default=[],
+        help="extra FAAL fine-tuning rows at these tau values (e.g. 0.05,0.2,1,2)",
+    )
+    g.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds of every row")
+    g = p.add_argument_group("protocol")
+    g.add_argument("--dataset", default="fashion-mnist", help="deep.train data set")
+    g.add_argument("--model", default="two-conv-cnn", help="architecture ('' = the dataset's)")
+    g.add_argument("--eps", type=float, default=None, help="l_inf budget (default: the dataset's)")
+    g.add_argument("--epochs", type=int, default=5, help="from-scratch epochs (cosine schedule)")
+    g.add_argument("--lr", type=float, default=0.05, help="from-scratch learning rate")
+    g.add_argument("--batch-size", type=int, default=128, help="batch size")
+    g.add_argument("--attack-steps", type=int, default=10, help="training attack steps")
+    g.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs")
+    g.add_argument(
+        "--finetune-lr",
+        type=float,
+        default=0.01,
+        help="fine-tuning lr for the first half, a tenth of it after",
+    )
+    g.add_argument("--val-per-class", type=int, default=300, help="validation images per class")
+    g.add_argument(
+        "--train-per-class",
+        type=int,
+        default=0,
+        help="training images per class (0: all; small values for smoke tests)",
+    )
+    g.add_argument(
+        "--test-per-class",
+        type=int,
+        default=0,
+        help="test images per class for clean/PGD-20/CW-20 (0: the full test set)",
+    )
+    g.add_argument(
+        "--aa-per-class",
+        type=int,
+        default=50,
+        help="AutoAttack test subset per class (same images for all; 0: none)",
+    )
+    g.add_argument("--aa-seeds", type=_ints, default=[0], help="seeds whose models get AutoAttack")
+    g = p.add_argument_group("execution")
+    g.add_argument("--jobs", type=int, default=2, help="runs in parallel")
+    g.add_argument("--threads", type=int, default=1, help="CPU threads per run")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    g.add_argument(
+        "--max-hours",
+        type=float,
+        default=None,
+        help="start no new job after this many hours (the rest continues next time)",
+    )
+    g.add_argument(
+        "--runs",
+        default=str(REPO / "runs" / "fairness-benchmark"),
+        help="working run folders (checkpoints)",
+    )
+    g.add_argument(
+        "--out", default=str(REPO / "docs" / "results"), help="records, table, JSON and figures"
+    )
+    g.add_argument("--status", action="store_true", help="list what is done and missing; exit")
+    g.add_argument("--report-only", action="store_true", help="rewrite the report; train nothing")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.explicit_methods = any(a.split("=")[0] in ("--scratch", "--finetune") for a in argv)
+    args.command = " ".join(["python benchmarks/fairness_benchmark.py", *argv])
+    minimums = {
+        "epochs": 1,
+        "finetune_epochs": 1,
+        "batch_size": 1,
+        "jobs": 1,
+        "threads": 1,
+        "attack_steps": 1,
+        "val_per_class": 1,
+        "train_per_class": 0,
+        "test_per_class": 0,
+        "aa_per_class": 0,
+    }
+    for name, minimum in minimums.items():
+        if getattr(args, name) < minimum:
+            parser.error(f"--{name.replace('_', '-')} must be >= {minimum}")
+    for name in ("lr", "finetune_lr"):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0")
+    if not args.seeds:
+        parser.error("--seeds: give at least one seed")
+    if any(s not in args.seeds for s in args.aa_seeds):
+        parser.error("--aa-seeds must be a subset of --seeds")
+    if any(not t > 0 for t in args.tau_sweep):
+        parser.error("--tau-sweep: every tau must be > 0")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rows = build_rows(args, _available_methods())
+    store = Store(args, rows)
+    jobs = plan(store, rows, args.seeds, args.aa_seeds)
+    if args.status:
+        done = sum(1 for r in rows for s in args.seeds if store.record(r, s) is not None)
+        print(f"{done}/{len(rows) * len(args.seeds)} runs recorded; {len(jobs)} jobs to do:")
+        for job in jobs:
+            after = ", ".join(d.name for d in job.deps)
+            print(f"  {job.name}" + (f"  (after {after})" if after else ""))
+        return 0
+    if not args.report_only and jobs:
+        _say(f"{len(jobs)} jobs, {args.jobs} at a time; records in {store.records}")
+        deadline = time.time() + 3600 * args.max_hours if args.max_hours else None
+        scheduler = Scheduler(store, jobs, args.jobs, deadline)
+        try:
+            scheduler.run()
+        except KeyboardInterrupt:
+            fairness_report.write_report(args, report_inputs(store))
+            return 130
+        if scheduler.failed:
+            fairness_report.write_report(args, report_inputs(store))
+            print("failed:\n  " + "\n  ".join(scheduler.failed), file=sys.stderr)
+            return 1
+    paths = fairness_report.write_report(args, report_inputs(store))
+    print("\n".join(f"wrote {p}" for p in paths))
+    left = plan(store, rows, args.seeds, args.aa_seeds)
+    if left:
+        print(f"{len(left)} jobs left (rerun the command to continue)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

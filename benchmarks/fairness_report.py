@@ -1,0 +1,341 @@
+"""Report of the robust-fairness benchmark: JSON, Markdown table and figures from the run records.
+
+Reads only what ``fairness_benchmark.py`` stored per run (``final.json`` of ``deep.train`` on the
+test set, ``deep.evaluate``'s AutoAttack ``final.json``), so every number comes from the package's
+evaluator. Statistics over seeds: mean and sample standard deviation; differences between rows are
+paired by seed (same seed = same validation split, same initialisation of the base, same batches).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+#: (key in the row, label, where it comes from: "final" = deep.train's final.json on the test set,
+#: "aa" = deep.evaluate on the AutoAttack subset)
+ATTACKS = (
+    ("clean", "clean", "final", "clean"),
+    ("pgd20", "PGD-20", "final", "pgd20"),
+    ("cw20", "CW-20", "final", "cw20"),
+    ("autoattack", "AutoAttack", "aa", "autoattack"),
+    ("aa_subset_pgd20", "PGD-20 (AA subset)", "aa", "pgd20"),
+)
+
+
+def stem(dataset: str) -> str:
+    """File stem of the report: ``fairness_benchmark`` (Fashion-MNIST) or ``..._<dataset>``."""
+    return "fairness_benchmark" if dataset == "fashion-mnist" else f"fairness_benchmark_{dataset}"
+
+
+def _mean_sd(values: list[float]) -> dict:
+    n = len(values)
+    mean = math.fsum(values) / n
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return {"mean": mean, "sd": sd, "n": n}
+
+
+def _result(record: dict, source: str, key: str) -> dict | None:
+    holder = record.get("final") if source == "final" else record.get("autoattack")
+    return None if holder is None else holder["results"].get(key)
+
+
+def summarise_row(entry: dict) -> dict:
+    """The JSON row: per attack average / worst (mean, sd over seeds), worst classes, per class."""
+    row, records = entry["row"], entry["records"]
+    out = {
+        "label": row.label,
+        "method": row.method,
+        "init": row.init or "scratch",
+        "options": list(row.options),
+        "seeds": sorted(records),
+    }
+    cpu = 0.0
+    for record in records.values():
+        cpu += sum(v for v in record.get("cpu_seconds", {}).values() if v is not None)
+    out["cpu_seconds"] = cpu
+    for name, _, source, key in ATTACKS:
+        found = {s: _result(r, source, key) for s, r in sorted(records.items())}
+        found = {s: v for s, v in found.items() if v is not None}
+        if not found:
+            continue
+        classes = next(iter(records.values()))["final"]["classes"]
+        per_class = [v["per_class"] for v in found.values()]
+        out[name] = {
+            "seeds": list(found),
+            "average": _mean_sd([v["average"] for v in found.values()]),
+            "worst": _mean_sd([v["worst"] for v in found.values()]),
+            "worst_class": [classes[min(range(len(pc)), key=pc.__getitem__)] for pc in per_class],
+            "per_class": {
+                "mean": [math.fsum(col) / len(col) for col in zip(*per_class)],
+                "values": per_class,
+            },
+        }
+    return out
+
+
+def paired(rows: dict, rows_json: dict) -> dict:
+    """Paired differences (same seeds) of each fine-tuning row against its control (the base
+    fine-tuned by its own method) and its base, and of each from-scratch row against PGD-AT."""
+    out = {}
+    for name, entry in rows.items():
+        row = entry["row"]
+        refs = []
+        if row.init:
+            control = f"{row.init}+{row.init}"
+            if name != control:
+                refs.append(control)
+            refs.append(row.init)
+        elif name != "pgd-at":
+            refs.append("pgd-at")
+        for ref in refs:
+            if ref not in rows:
+                continue
+            diffs = {}
+            for attack, _, source, key in ATTACKS:
+                seeds = sorted(set(entry["records"]) & set(rows[ref]["records"]))
+                pairs = []
+                for s in seeds:
+                    a = _result(entry["records"][s], source, key)
+                    b = _result(rows[ref]["records"][s], source, key)
+                    if a is not None and b is not None:
+                        pairs.append((a, b))
+                if pairs:
+                    diffs[attack] = {
+                        stat: _mean_sd([a[stat] - b[stat] for a, b in pairs])
+                        for stat in ("average", "worst")
+                    }
+            if diffs:
+                out[f"{name} vs {ref}"] = diffs
+    return out
+
+
+def build_json(args, inputs: dict) -> dict:
+    rows_in = {k: v for k, v in inputs["rows"].items() if v["records"]}
+    any_record = next((r for v in rows_in.values() for r in v["records"].values()), None)
+    config = {
+        "dataset": args.dataset,
+        "model": args.model or None,
+        "train_size": None,
+        "val_per_class": args.val_per_class,
+        "test_size": None,
+        "aa_per_class": args.aa_per_class,
+        "seeds": list(args.seeds),
+        "aa_seeds": list(args.aa_seeds),
+        "eps": None,
+        "step_size": None,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "schedule": "cosine",
+        "batch_size": args.batch_size,
+        "attack_steps": args.attack_steps,
+        "finetune_epochs": args.finetune_epochs,
+        "finetune_lr": [args.finetune_lr, args.finetune_lr / 10],
+        "selection": "best worst-class PGD-20 accuracy on the validation split",
+        "command": args.command,
+    }
+    if any_record is not None:
+        final = any_record["final"]
+        config["eps"], config["step_size"] = final["eps"], final.get("step_size")
+        config["model"] = final.get("model", config["model"])
+        config["test_size"] = sum(final["results"]["clean"].get("counts") or []) or None
+        train = any_record["metrics"][0]["train"]
+        config["train_size"] = train["samples"]
+    rows = {name: summarise_row(entry) for name, entry in rows_in.items()}
+    total = sum(r["cpu_seconds"] for r in rows.values())
+    return {
+        "config": config,
+        "cpu_hours": total / 3600,
+        "rows": rows,
+        "paired_differences": paired(rows_in, rows),
+    }
+
+
+def _cell(stat: dict | None) -> str:
+    if stat is None:
+        return "–"
+    sd = "" if stat["sd"] is None else f" ± {100 * stat['sd']:.1f}"
+    return f"{100 * stat['mean']:.1f}{sd}"
+
+
+def build_markdown(report: dict) -> str:
+    c = report["config"]
+    lines = [
+        f"# Robust-fairness benchmark: {c['dataset']}",
+        "",
+        f"{c['model']}, l_inf eps {c['eps']}; from scratch: {c['epochs']} epochs, lr {c['lr']} "
+        f"cosine, batch {c['batch_size']}, training attack {c['attack_steps']} steps; fine-tuning: "
+        f"{c['finetune_epochs']} epochs, lr {c['finetune_lr'][0]:g} then {c['finetune_lr'][1]:g}. "
+        f"Training set {c['train_size']} images (validation split {c['val_per_class']} per class "
+        f"chooses the checkpoint: {c['selection']}). Clean / PGD-20 / CW-20 on "
+        f"{c['test_size'] or 'the'} test images; AutoAttack (standard) on a stratified subset of "
+        f"{c['aa_per_class']} images per class (the same for every model; seeds {c['aa_seeds']}). "
+        f"Accuracy in %, mean ± sd over seeds; worst = the worst class's accuracy.",
+        "",
+    ]
+    header = ["row", "seeds"]
+    for _key, label, *_ in ATTACKS[:4]:
+        header += [f"{label} avg", f"{label} worst"]
+    header += ["worst class (PGD-20)", "CPU h"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in report["rows"].values():
+        cells = [row["label"], str(len(row["seeds"]))]
+        for key, *_ in ATTACKS[:4]:
+            entry = row.get(key)
+            cells += [_cell(entry and entry["average"]), _cell(entry and entry["worst"])]
+        worst = row.get("pgd20", {}).get("worst_class", [])
+        cells.append(", ".join(sorted(set(worst), key=worst.index)) or "–")
+        cells.append(f"{row['cpu_seconds'] / 3600:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    diffs = report["paired_differences"]
+    if diffs:
+        lines += [
+            "",
+            "Paired differences (same seeds; percentage points, mean ± sd of the per-seed "
+            "differences; n = seeds):",
+            "",
+            "| comparison | n | PGD-20 avg | PGD-20 worst | CW-20 worst | AutoAttack worst | "
+            "clean avg | clean worst |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, d in diffs.items():
+
+            def cell(attack, stat, d=d):
+                s = d.get(attack, {}).get(stat)
+                if s is None:
+                    return "–"
+                sd = "" if s["sd"] is None else f" ± {100 * s['sd']:.1f}"
+                return f"{100 * s['mean']:+.1f}{sd}"
+
+            n = d.get("pgd20", {}).get("worst", {}).get("n", 0)
+            lines.append(
+                f"| {name} | {n} | {cell('pgd20', 'average')} | {cell('pgd20', 'worst')} | "
+                f"{cell('cw20', 'worst')} | {cell('autoattack', 'worst')} | "
+                f"{cell('clean', 'average')} | {cell('clean', 'worst')} |"
+            )
+    lines += [
+        "",
+        f"CPU time of the runs so far: {report['cpu_hours']:.1f} core-hours. Command: "
+        f"`{report['config']['command']}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _figures(report: dict, out: Path, prefix: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    if not rows:
+        return []
+    classes = None
+    paths = []
+    groups = {}
+    for name, row in rows.items():
+        groups.setdefault(row["init"], []).append(name)
+    for attack, label, *_ in ATTACKS[:4]:
+        present = {n: r for n, r in rows.items() if attack in r}
+        if not present:
+            continue
+        # per-class bars: one panel per group (from scratch; fine-tuned from each base)
+        panels = [(g, [n for n in names if n in present]) for g, names in groups.items()]
+        panels = [(g, names) for g, names in panels if names]
+        fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.8 * len(panels)), squeeze=False)
+        for ax, (group, names) in zip(axes[:, 0], panels):
+            if classes is None:
+                classes = _classes(report)
+            width = 0.8 / len(names)
+            for i, name in enumerate(names):
+                values = [100 * v for v in present[name][attack]["per_class"]["mean"]]
+                xs = [c + (i - (len(names) - 1) / 2) * width for c in range(len(values))]
+                ax.bar(xs, values, width, label=rows[name]["label"])
+            ax.set_xticks(range(len(classes)), classes, fontsize=8)
+            ax.set_ylim(0, 100)
+            ax.set_ylabel(f"{label} acc. (%)")
+            title = "from scratch" if group == "scratch" else f"fine-tuned from {group}"
+            ax.set_title(f"{title}: class-wise {label} accuracy (mean over seeds)", fontsize=9)
+            ax.legend(fontsize=7, ncol=3, loc="lower left")
+            ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        path = out / f"{prefix}_classwise_{attack}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+        # average vs worst (Pareto)
+        fig, ax = plt.subplots(figsize=(7, 5))
+        markers = {"scratch": "o"}
+        for row in present.values():
+            a, w = row[attack]["average"], row[attack]["worst"]
+            marker = markers.setdefault(row["init"], "sD^v"[len(markers) % 4])
+            ax.errorbar(
+                100 * a["mean"],
+                100 * w["mean"],
+                xerr=100 * (a["sd"] or 0),
+                yerr=100 * (w["sd"] or 0),
+                fmt=marker,
+                capsize=2,
+                label=row["label"],
+            )
+            ax.annotate(
+                row["label"],
+                (100 * a["mean"], 100 * w["mean"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        front = _pareto(
+            [
+                (100 * r[attack]["average"]["mean"], 100 * r[attack]["worst"]["mean"])
+                for r in present.values()
+            ]
+        )
+        if len(front) > 1:
+            ax.plot(*zip(*front), color="grey", lw=1, ls="--", zorder=0, label="Pareto front")
+        ax.set_xlabel(f"average {label} accuracy (%)")
+        ax.set_ylabel(f"worst-class {label} accuracy (%)")
+        ax.set_title(f"{label}: average vs worst class (mean ± sd over seeds)", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2, loc="best")
+        fig.tight_layout()
+        path = out / f"{prefix}_pareto_{attack}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _classes(report: dict) -> list[str]:
+    return report["classes"]
+
+
+def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not dominated in (average, worst), sorted by average."""
+    front = [p for p in points if not any(q != p and q[0] >= p[0] and q[1] >= p[1] for q in points)]
+    return sorted(set(front))
+
+
+def write_report(args, inputs: dict) -> list[Path]:
+    """Write ``<stem>.json``, ``<stem>.md`` and the figures into ``args.out``; return the paths."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = build_json(args, inputs)
+    any_record = next((r for v in inputs["rows"].values() for r in v["records"].values()), None)
+    report["classes"] = any_record["final"]["classes"] if any_record else []
+    prefix = stem(args.dataset)
+    paths = []
+    for path, text in (
+        (out / f"{prefix}.json", json.dumps(report, indent=1, allow_nan=False) + "\n"),
+        (out / f"{prefix}.md", build_markdown(report)),
+    ):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        paths.append(path)
+    figures = out / f"{prefix}_figures"
+    figures.mkdir(exist_ok=True)
+    paths += _figures(report, figures, prefix)
+    return paths

@@ -1,0 +1,159 @@
+"""benchmarks/fairness_benchmark.py end to end on a tiny budget, and its resume logic."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "fairness_benchmark.py"
+
+TINY = [
+    "--dataset", "digits", "--model", "small-cnn", "--epochs", "1", "--finetune-epochs", "1",
+    "--train-per-class", "12", "--val-per-class", "3", "--test-per-class", "6",
+    "--aa-per-class", "1", "--seeds", "0,1", "--aa-seeds", "0", "--attack-steps", "2",
+    "--batch-size", "32",
+    "--scratch", "pgd-at", "--finetune", "pgd-at:faal-at", "--jobs", "2",
+]  # fmt: skip
+
+
+def _bench(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(SCRIPT), *TINY, "--runs", str(tmp_path / "runs"), "--out",
+           str(tmp_path / "out"), *extra]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _load_module():
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("fairness_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_benchmark_end_to_end_resumes_and_reports(tmp_path):
+    first = _bench(tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    report = json.loads((tmp_path / "out" / "fairness_benchmark_digits.json").read_text())
+    config = report["config"]
+    for key in ("dataset", "train_size", "val_per_class", "test_size", "aa_per_class", "seeds",
+                "eps", "epochs", "attack_steps"):  # fmt: skip
+        assert key in config
+    assert config["dataset"] == "digits" and config["seeds"] == [0, 1]
+    assert config["test_size"] == 60 and config["aa_per_class"] == 1
+    assert set(report["rows"]) == {"pgd-at", "pgd-at+faal-at"}
+
+    records = tmp_path / "out" / "fairness_benchmark_digits_runs"
+    for name, row in report["rows"].items():
+        assert row["init"] == ("scratch" if name == "pgd-at" else "pgd-at")
+        assert row["seeds"] == [0, 1] and row["cpu_seconds"] > 0
+        runs = [json.loads((records / name / f"seed{s}.json").read_text()) for s in (0, 1)]
+        for attack in ("clean", "pgd20", "cw20"):
+            for stat in ("average", "worst"):
+                values = [r["final"]["results"][attack][stat] for r in runs]
+                assert math.isclose(row[attack][stat]["mean"], statistics.mean(values))
+                assert math.isclose(
+                    row[attack][stat]["sd"], statistics.stdev(values), abs_tol=1e-12
+                )
+            for r, worst_class in zip(runs, row[attack]["worst_class"]):
+                per_class = r["final"]["results"][attack]["per_class"]
+                assert per_class[r["final"]["classes"].index(worst_class)] == min(per_class)
+        # AutoAttack only for seed 0, on the 1-per-class subset: 10 images
+        assert row["autoattack"]["seeds"] == [0]
+        aa = runs[0]["autoattack"]["results"]["autoattack"]
+        assert sum(aa["counts"]) == 10
+        assert "autoattack" not in runs[1]
+        # AutoAttack is at least as strong as PGD-20 on the same images
+        assert aa["average"] <= runs[0]["autoattack"]["results"]["pgd20"]["average"] + 1e-12
+
+    # the fine-tuned runs started from their own seed's base checkpoint
+    ft = json.loads((records / "pgd-at+faal-at" / "seed1.json").read_text())
+    assert ft["argv"][ft["argv"].index("--seed") + 1] == "1"
+    # paired differences against the base are the mean of per-seed differences
+    diff = report["paired_differences"]["pgd-at+faal-at vs pgd-at"]["pgd20"]["worst"]
+    a = [json.loads((records / "pgd-at+faal-at" / f"seed{s}.json").read_text()) for s in (0, 1)]
+    b = [json.loads((records / "pgd-at" / f"seed{s}.json").read_text()) for s in (0, 1)]
+    per_seed = [
+        x["final"]["results"]["pgd20"]["worst"] - y["final"]["results"]["pgd20"]["worst"]
+        for x, y in zip(a, b)
+    ]
+    assert math.isclose(diff["mean"], statistics.mean(per_seed), abs_tol=1e-12)
+    markdown = (tmp_path / "out" / "fairness_benchmark_digits.md").read_text()
+    assert "pgd-at → faal-at" in markdown and "Paired differences" in markdown
+    figures = tmp_path / "out" / "fairness_benchmark_digits_figures"
+    for attack in ("clean", "pgd20", "cw20", "autoattack"):
+        assert (figures / f"fairness_benchmark_digits_pareto_{attack}.png").stat().st_size > 0
+        assert (figures / f"fairness_benchmark_digits_classwise_{attack}.png").stat().st_size > 0
+
+    # a second call finds everything done: nothing is trained again, the report is the same
+    again = _bench(tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "start " not in again.stdout
+    assert json.loads((tmp_path / "out" / "fairness_benchmark_digits.json").read_text()) == report
+    status = _bench(tmp_path, "--status")
+    assert "4/4 runs recorded; 0 jobs to do" in status.stdout
+
+
+def test_plan_retrains_a_recorded_base_only_when_its_checkpoint_is_needed(tmp_path):
+    bench = _load_module()
+    args = bench.parse_args([*TINY, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    available = ("pgd-at", "faal-at")
+    rows = bench.build_rows(args, available)
+    store = bench.Store(args, rows)
+    by_name = {r.name: r for r in rows}
+
+    def record(name, seed, aa=True):
+        entry = {"hash": store.hash(by_name[name], seed), "final": {}}
+        if aa and seed == 0:
+            entry["autoattack_argv"] = bench.aa_argv(args)
+        store.write(by_name[name], seed, entry)
+
+    def jobs():
+        return {(j.kind, j.row.name, j.seed) for j in bench.plan(store, rows, [0, 1], [0])}
+
+    assert len(jobs()) == 2 * 2 + 2  # nothing recorded: 4 trainings, 2 AutoAttacks
+    for name in by_name:
+        for seed in (0, 1):
+            record(name, seed)
+    assert jobs() == set()  # all recorded: nothing to do, checkpoints or not
+    # a fine-tuning record made with other options (a new row) needs the base checkpoint back
+    store.record_path(by_name["pgd-at+faal-at"], 1).unlink()
+    assert jobs() == {("train", "pgd-at", 1), ("train", "pgd-at+faal-at", 1)}
+    # ... unless the base's run folder still holds its checkpoint
+    run_dir = store.run_dir(by_name["pgd-at"], 1)
+    run_dir.mkdir(parents=True)
+    (run_dir / "best.pt").write_bytes(b"x")
+    (run_dir / "final.json").write_text(json.dumps({"checkpoint": "best.pt"}))
+    assert jobs() == {("train", "pgd-at+faal-at", 1)}
+    # a missing AutoAttack result needs the model's checkpoint: retrain it, then attack
+    record("pgd-at+faal-at", 0, aa=False)
+    assert ("train", "pgd-at+faal-at", 0) in jobs() and ("aa", "pgd-at+faal-at", 0) in jobs()
+    assert ("train", "pgd-at", 0) in jobs()  # the fine-tuning needs its base's checkpoint
+    # a record written with other options (another epoch count) is not reused
+    other = bench.parse_args([*TINY, "--epochs", "2", "--runs", str(tmp_path / "r"), "--out",
+                              str(tmp_path)])  # fmt: skip
+    assert bench.Store(other, rows).record(by_name["pgd-at"], 0) is None
+
+
+def test_bad_options_are_refused(tmp_path):
+    for bad, message in (
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--aa-seeds", "5"], "--aa-seeds must be a subset of --seeds"),
+        (["--tau-sweep", "0"], "--tau-sweep: every tau must be > 0"),
+        (["--finetune", "nobase"], "is not BASE:METHOD"),
+    ):
+        result = _bench(tmp_path, *bad)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    result = _bench(tmp_path, "--scratch", "pgd-at,no-such-method")
+    assert result.returncode != 0 and "unknown method 'no-such-method'" in result.stderr
