@@ -31,6 +31,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from deep.runtime import DefaultsHelpFormatter
+
 REPO = Path(__file__).resolve().parents[1]
 FINETUNE = "pgd-at+faal-ft"  # row name of the fine-tuned models
 METRICS = [
@@ -43,7 +45,7 @@ METRICS = [
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter
     )
     p.add_argument("--out", default=str(REPO / "docs" / "results"), help="table folder")
     p.add_argument("--runs", default=str(REPO / "runs" / "fashion-mnist-table"), help="run dirs")
@@ -103,7 +105,8 @@ def _autoattack(args, run_dir: Path, lock: threading.Lock) -> dict:
         if not (folder / "final.json").exists():
             _run(
                 [sys.executable, "-m", "deep.evaluate", "--checkpoint",
-                 str(run_dir / final["checkpoint"]), "--dataset", "fashion-mnist", "--attacks",
+                 str(run_dir / Path(final["checkpoint"]).name), "--dataset", "fashion-mnist",
+                 "--attacks",
                  attacks, "--n-per-class", str(args.aa_per_class), "--seed", "0", "--out",
                  str(folder), "--quiet"],
                 run_dir.parent / f"{run_dir.name}.log",
@@ -152,7 +155,9 @@ def main(argv=None) -> int:
                 def finetune(seed=seed):
                     futures[("pgd-at", seed)].result()
                     base = runs / f"pgd-at-seed{seed}"
-                    base_ckpt = json.loads((base / "final.json").read_text())["checkpoint"]
+                    base_ckpt = Path(
+                        json.loads((base / "final.json").read_text())["checkpoint"]
+                    ).name
                     argv_ = [*common, "--method", "faal-at", "--seed", str(seed),
                              "--init", str(base / base_ckpt), "--epochs",
                              str(args.finetune_epochs), "--lr", "0.01", "--schedule",

@@ -27,6 +27,7 @@ __all__ = [
     "CheckpointError",
     "load_checkpoint",
     "model_from_checkpoint",
+    "new_file_mode",
     "rng_state",
     "save_atomic",
     "set_rng_state",
@@ -37,6 +38,17 @@ _STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, truncated, or not in the expected format."""
+
+
+def new_file_mode() -> int:
+    """The mode an ordinary new file gets (0o666 less the umask; 0o644 under the usual umask).
+
+    ``tempfile.mkstemp`` creates 0o600 files; atomic writers chmod their temporary file to this so
+    the result is as readable as any other file the user writes.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -51,6 +63,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp_name, new_file_mode())
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()

@@ -18,6 +18,8 @@ from deep.data import DATASET_NAMES, FRL_VAL_PER_CLASS
 from deep.evaluate import ATTACK_NAMES, check_budget
 from deep.models import MODEL_NAMES
 from deep.presets import METHOD_NAMES, PRESETS
+from deep.progress import DEFAULT_INTERVAL_S
+from deep.runtime import THREADS_HELP, DefaultsHelpFormatter
 from deep.weighting import FAAL_STATISTICS
 
 __all__ = [
@@ -74,6 +76,7 @@ RESUME_OVERRIDABLE = frozenset(
         "resume",
         "out",
         "quiet",
+        "progress_interval",
         "save_every",
         "log_every",
         "final_attacks",
@@ -206,7 +209,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
             "Adversarial training with class-wise fairness (FAAL, FRL) on one loop. "
             "Methods: " + ", ".join(METHOD_NAMES) + ". Defaults depend on --dataset."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS if suppress_defaults else None,
     )
 
@@ -242,7 +245,8 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "--train-per-class",
         type=int,
         default=None,
-        help="train on a stratified subset of this many images per class (quick runs)",
+        help="train on a stratified subset of this many images per class, >= 1 (quick runs; "
+        "default: all)",
     )
     add("--init", default=None, help="fine-tune from this checkpoint (weights only)")
 
@@ -303,7 +307,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "--count-weighted",
         action="store_true",
         default=False,
-        help="solve the reference code's count-weighted objective sum_c n_c l_c (SPEC §2)",
+        help="solve the reference code's count-weighted objective sum_c n_c l_c",
     )
     add(
         "--faal-statistic",
@@ -427,12 +431,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     )
     add("--eval-batch-size", type=int, default=256, help="evaluation batch size")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    add(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: 1 for the small CNN on the CPU, else torch's choice)",
-    )
+    add("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     add("--bf16", action="store_true", default=False, help="bfloat16 autocast for training (CUDA)")
     add("--compile", action="store_true", default=False, help="torch.compile the model")
     add(
@@ -441,7 +440,15 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         default=None,
         help="channels_last memory format (default: on for CUDA)",
     )
-    add("--quiet", action="store_true", default=False, help="no progress bars")
+    add("--quiet", action="store_true", default=False, help="no progress output")
+    add(
+        "--progress-interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        metavar="SECONDS",
+        help="when stderr is not a terminal (a log file, CI, a job scheduler): seconds between "
+        "plain progress lines (step, rate, ETA, running loss)",
+    )
     add("--debug", action="store_true", default=False, help="log a hash of the class weights")
     return parser
 
@@ -599,9 +606,13 @@ def resolve_config(
     _check(parser, args.log_every >= 1, "--log-every must be >= 1")
     _check(parser, args.eval_batch_size >= 1, "--eval-batch-size must be >= 1")
     _check(parser, args.threads is None or args.threads >= 1, "--threads must be >= 1")
-    for key in ("val_per_class", "train_per_class", "final_n_per_class"):
+    _check(parser, args.progress_interval >= 0, "--progress-interval must be >= 0 seconds")
+    _check(parser, cfg["val_per_class"] is None or cfg["val_per_class"] >= 0,
+           "--val-per-class must be >= 0")  # fmt: skip
+    for key in ("train_per_class", "final_n_per_class"):  # None means all; 0 is an error
         value = cfg[key]
-        _check(parser, value is None or value >= 0, f"--{key.replace('_', '-')} must be >= 0")
+        _check(parser, value is None or value >= 1, f"--{key.replace('_', '-')} must be >= 1, "
+               f"got {value} (leave it out to use every image)")  # fmt: skip
     if preset.needs_validation:
         _check(
             parser,

@@ -318,6 +318,10 @@ def _check_name(name: str, allowed: Sequence[str]) -> None:
         raise ValueError(f"dataset name must be one of {', '.join(allowed)}; got {name!r}")
 
 
+#: The command-line option that names each data set's folder.
+_DIR_OPTIONS = {"cifar10c": "--cifar10c-dir"}
+
+
 def _missing(
     name: str, folder: Path, files: Sequence[str], *, subfolder: str | None = None
 ) -> MissingFilesError:
@@ -327,7 +331,7 @@ def _missing(
         f"{name}: missing file(s) {', '.join(files)} in {where}. "
         f"They come from the official release ({urls}). Pass --download (or call "
         f"deep.data.download_dataset({name!r}, {str(folder)!r})) to fetch and verify them, "
-        "or point --data-dir at a folder that holds them."
+        f"or point {_DIR_OPTIONS.get(name, '--data-dir')} at a folder that holds them."
     )
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "all_reduce_mean_",
     "any_rank",
     "broadcast_object",
+    "sync_buffers_",
     "all_gather_object",
     "barrier",
     "shard_per_class",
@@ -126,6 +127,23 @@ def all_reduce_mean_(tensors: Sequence[torch.Tensor], ctx: DistContext) -> None:
         n = t.numel()
         t.copy_(flat[offset : offset + n].view_as(t))
         offset += n
+
+
+def sync_buffers_(module: torch.nn.Module, ctx: DistContext) -> None:
+    """Make every buffer of ``module`` identical on all ranks, in place.
+
+    Under DDP each rank's forward passes update its own BatchNorm running statistics from its
+    own shard, so after a step the ranks' buffers differ. Floating-point buffers (running mean
+    and variance) are averaged over ranks, the others (``num_batches_tracked``) taken from rank 0.
+    Called wherever the model is evaluated or saved (the end of every epoch).
+    """
+    if not ctx.enabled:
+        return
+    buffers = list(module.buffers())
+    all_reduce_mean_([b for b in buffers if b.is_floating_point()], ctx)
+    for b in buffers:
+        if not b.is_floating_point():
+            dist.broadcast(b, src=0)
 
 
 def make_reduce_fn(ctx: DistContext) -> Callable[[torch.Tensor], torch.Tensor] | None:

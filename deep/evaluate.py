@@ -25,12 +25,8 @@ and :func:`deep.metrics.frl_errors` to FRL's standard / boundary / robust errors
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -38,7 +34,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from deep.attacks import NORMS, check_norm, pgd_attack
 from deep.checkpoint import CheckpointError, model_from_checkpoint
@@ -57,6 +52,9 @@ from deep.data import (
 from deep.metrics import classwise_accuracy, frl_errors, summarise_per_class
 from deep.models import CheckpointMismatchError
 from deep.plots import RESULT_LABELS, plot_classwise
+from deep.progress import DEFAULT_INTERVAL_S, Progress, add_progress_options
+from deep.results import RESULT_KEYS, build_final_json, final_csv_text, write_final_json
+from deep.runtime import add_threads_option, apply_thread_policy, exit_on_interrupt
 
 __all__ = [
     "ATTACK_NAMES",
@@ -69,6 +67,8 @@ __all__ = [
     "evaluate_cifar10c",
     "build_final_json",
     "check_budget",
+    "final_csv_text",
+    "resolve_checkpoint",
     "write_final_json",
     "format_table",
     "plot_classwise",
@@ -76,8 +76,6 @@ __all__ = [
 ]
 
 ATTACK_NAMES = ("clean", "pgd20", "cw20", "aa")
-# CLI attack name -> key under final.json "results" (also the order results are listed in).
-RESULT_KEYS = {"clean": "clean", "pgd20": "pgd20", "cw20": "cw20", "aa": "autoattack"}
 ATTACK_STEPS = 20
 # Seed offsets so each attack's random start is independent of which other attacks run.
 _SEED_OFFSETS = {"pgd20": 1, "cw20": 2, "aa": 3}
@@ -135,14 +133,18 @@ def _flags_over(
     loader: BatchLoader,
     flags_of_batch: Callable[[Tensor, Tensor], Tensor],
     *,
-    desc: str,
-    progress: bool,
+    bar: Progress,
+    units_per_batch: int = 1,
 ) -> tuple[Tensor, Tensor]:
-    """Run ``flags_of_batch(x, y) -> bool (B,)`` over the loader; concatenate on the device."""
+    """Run ``flags_of_batch(x, y) -> bool (B,)`` over the loader; concatenate on the device.
+
+    ``bar`` counts ``units_per_batch`` units per batch (``flags_of_batch`` may advance it
+    within a batch, as AutoAttack does per attack)."""
     flags, labels = [], []
-    for x, y in tqdm(loader, desc=desc, total=len(loader), disable=not progress, leave=False):
+    for i, (x, y) in enumerate(loader):
         flags.append(flags_of_batch(x, y))
         labels.append(y)
+        bar.advance_to((i + 1) * units_per_batch)
     return torch.cat(flags), torch.cat(labels)
 
 
@@ -152,10 +154,22 @@ def _predict_correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 
 
 class _AutoAttackFlags:
-    """Per-sample robust flags of AutoAttack "standard" (robust = final prediction == label)."""
+    """Per-sample robust flags of AutoAttack "standard" (robust = final prediction == label).
+
+    Each call runs AutoAttack on one chunk (a batch of the loader). With a progress ``bar`` every
+    attack of every chunk is one unit: the bar names the chunk and the attack running and
+    advances when it ends (AutoAttack skips the attacks left once no point of the chunk is robust).
+    """
 
     def __init__(
-        self, model: nn.Module, *, num_classes: int, eps: float, device, seed: int, norm: str
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int,
+        eps: float,
+        device,
+        seed: int,
+        norm: str = "linf",
     ):
         from pyautoattack import AutoAttack  # heavy import, only when AutoAttack runs
 
@@ -168,6 +182,36 @@ class _AutoAttackFlags:
         targets = min(9, num_classes - 1)
         self.attack.apgd_targeted.n_target_classes = targets
         self.attack.fab.n_target_classes = targets
+        self.bar: Progress | None = None
+        self.num_chunks, self.chunk = 1, 0
+        aa = self.attack
+        self._report(aa.apgd, lambda: f"apgd-{aa.apgd.loss}")
+        self._report(aa.apgd_targeted, lambda: "apgd-t")
+        self._report(aa.fab, lambda: "fab-t" if aa.fab.targeted else "fab")
+        self._report(aa.square, lambda: "square")
+
+    def follow(self, bar: Progress, num_chunks: int) -> None:
+        """Report to ``bar`` (``num_chunks`` x :attr:`attacks_per_chunk` units)."""
+        self.bar, self.num_chunks, self.chunk = bar, num_chunks, 0
+
+    @property
+    def attacks_per_chunk(self) -> int:
+        return len(self.attack.attacks_to_run)
+
+    def _report(self, attack_object, name: Callable[[], str]) -> None:
+        """Wrap one attack object's ``perturb`` so the bar follows it (results unchanged)."""
+        perturb = attack_object.perturb
+
+        def reported(*args, **kwargs):
+            if self.bar is None:
+                return perturb(*args, **kwargs)
+            self.bar.set_description(f"AutoAttack chunk {self.chunk + 1}/{self.num_chunks}")
+            self.bar.update(0, attack=name())
+            out = perturb(*args, **kwargs)
+            self.bar.update(1)
+            return out
+
+        attack_object.perturb = reported
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         tracer = sys.gettrace()  # AutoAttack's dynamic-defence check clears it (coverage, pdb)
@@ -175,6 +219,7 @@ class _AutoAttackFlags:
             _, y_adv = self.attack.run_standard_evaluation(x, y, batch_size=x.shape[0])
         finally:
             sys.settrace(tracer)
+        self.chunk += 1
         return y_adv.to(y.device) == y
 
 
@@ -191,6 +236,7 @@ def evaluate_model(
     seed: int = 0,
     progress: bool = False,
     allow_empty: bool = False,
+    progress_interval: float = DEFAULT_INTERVAL_S,
     norm: str = "linf",
 ) -> dict:
     """Class-wise accuracy of ``model`` on ``split`` under each attack.
@@ -207,7 +253,8 @@ def evaluate_model(
         device: where to run.
         seed: seeds the random starts (each attack its own stream, so a result does not depend
             on which other attacks run) and AutoAttack; the caller's global RNG state is kept.
-        progress: tqdm bars over batches.
+        progress: show progress (:class:`deep.progress.Progress`: a bar on a terminal, a plain
+            line every ``progress_interval`` seconds otherwise); AutoAttack per chunk and attack.
         allow_empty: passed to :func:`classwise_accuracy` (an empty class -> ``None``).
         norm: ``"linf"`` or ``"l2"``: the threat model of PGD-20, CW-20 and AutoAttack.
 
@@ -261,9 +308,17 @@ def evaluate_model(
                         model, num_classes=num_classes, eps=eps, device=device, seed=seed,
                         norm=norm,
                     )  # fmt: skip
-                correct, labels = _flags_over(
-                    loader, flags_of, desc=RESULT_LABELS[RESULT_KEYS[name]], progress=progress
+                units, unit = (
+                    (flags_of.attacks_per_chunk, "attack") if name == "aa" else (1, "batch")
                 )
+                bar = Progress(
+                    len(loader) * units, RESULT_LABELS[RESULT_KEYS[name]], enabled=progress,
+                    interval=progress_interval, unit=unit,
+                )  # fmt: skip
+                if name == "aa":
+                    flags_of.follow(bar, len(loader))
+                with bar:
+                    correct, labels = _flags_over(loader, flags_of, bar=bar, units_per_batch=units)
                 results[RESULT_KEYS[name]] = classwise_accuracy(
                     correct, labels, num_classes, allow_empty=allow_empty
                 )
@@ -323,124 +378,8 @@ def evaluate_cifar10c(
 
 
 # --------------------------------------------------------------------------------------------
-# final.json / final.csv
+# Console table
 # --------------------------------------------------------------------------------------------
-def _check_entry(entry: Mapping, where: str, num_classes: int) -> None:
-    if not isinstance(entry, Mapping) or not {"per_class", "average", "worst"} <= set(entry):
-        raise ValueError(f"{where} must be a dict with keys per_class, average, worst")
-    if len(entry["per_class"]) != num_classes:
-        raise ValueError(
-            f"{where}['per_class'] has {len(entry['per_class'])} entries, expected {num_classes}"
-        )
-
-
-def build_final_json(
-    *,
-    dataset: str,
-    model: str,
-    eps: float,
-    classes: Sequence[str],
-    results: Mapping[str, Mapping],
-    step_size: float | None = None,
-    cifar10c: Mapping | None = None,
-    norm: str = "linf",
-    **extra,
-) -> dict:
-    """The ``final.json`` dict (stable keys; accuracies in [0, 1]).
-
-    ``{"dataset", "model", "norm", "eps", "classes": [names], "results": {"clean": {...},
-    "pgd20": {...}, "cw20": {...}, "autoattack": {...}}, "frl_errors": {...}}`` where each result is
-    ``{"per_class", "average" (mean over classes), "worst" (min over classes), "counts"}``; only
-    the attacks that ran appear; ``"frl_errors"`` (see :func:`frl_errors`) appears when both
-    ``clean`` and ``pgd20`` ran; ``"cifar10c"`` when given; ``step_size`` and any ``extra``
-    keyword (e.g. ``seed``, ``n_per_class``, ``checkpoint``, ``split``) are added as top-level keys.
-    """
-    classes = [str(c) for c in classes]
-    known = list(RESULT_KEYS.values())
-    unknown = [k for k in results if k not in known]
-    if unknown:
-        raise ValueError(f"results: unknown keys {unknown}; allowed {', '.join(known)}")
-    for key, entry in results.items():
-        _check_entry(entry, f"results[{key!r}]", len(classes))
-    final: dict = {
-        "dataset": str(dataset),
-        "model": str(model),
-        "norm": check_norm(norm),
-        "eps": float(eps),
-    }
-    if step_size is not None:
-        final["step_size"] = float(step_size)
-    final["classes"] = classes
-    final["results"] = {k: dict(results[k]) for k in known if k in results}
-    if "clean" in results and "pgd20" in results:
-        final["frl_errors"] = frl_errors(results)
-    if cifar10c is not None:
-        for corruption, by_severity in cifar10c.items():
-            for severity, entry in by_severity.items():
-                _check_entry(entry, f"cifar10c[{corruption!r}][{severity!r}]", len(classes))
-        final["cifar10c"] = {
-            str(c): {str(s): dict(e) for s, e in by_sev.items()} for c, by_sev in cifar10c.items()
-        }
-    final.update(extra)
-    return final
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def final_csv_text(final: Mapping) -> str:
-    """``final.csv``: one row per (result, class): ``result,kind,class_index,class,value,count``.
-
-    ``result`` is a results key (``clean``, ``pgd20``, ...), ``frl_<standard|boundary|robust>``
-    (kind ``error``) or ``cifar10c/<corruption>/<severity>``; ``value`` is in [0, 1].
-    """
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["result", "kind", "class_index", "class", "value", "count"])
-    classes = final["classes"]
-
-    def rows(result: str, kind: str, entry: Mapping) -> None:
-        counts = entry.get("counts") or [""] * len(classes)
-        for c, (name, value, count) in enumerate(zip(classes, entry["per_class"], counts)):
-            writer.writerow([result, kind, c, name, "" if value is None else repr(value), count])
-
-    for key, entry in final["results"].items():
-        rows(key, "accuracy", entry)
-    for key, entry in final.get("frl_errors", {}).items():
-        rows(f"frl_{key}", "error", entry)
-    for corruption, by_severity in final.get("cifar10c", {}).items():
-        for severity, entry in by_severity.items():
-            rows(f"cifar10c/{corruption}/{severity}", "accuracy", entry)
-    return buf.getvalue()
-
-
-def write_final_json(out_dir: str | os.PathLike, final: Mapping | None = None, /, **fields) -> Path:
-    """Write ``final.json`` and ``final.csv`` into ``out_dir`` (atomically); return the JSON path.
-
-    Either pass a dict from :func:`build_final_json`, or its keyword arguments (``dataset=...,
-    model=..., eps=..., classes=..., results=...``) to build it here. JSON is strict (a NaN raises).
-    """
-    if final is None:
-        final = build_final_json(**fields)
-    elif fields:
-        raise ValueError("write_final_json takes either a final dict or its fields, not both")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "final.json"
-    _atomic_write_text(path, json.dumps(final, indent=2, allow_nan=False) + "\n")
-    _atomic_write_text(out_dir / "final.csv", final_csv_text(final))
-    return path
-
-
 def format_table(final: Mapping) -> str:
     """A readable class-wise table (accuracies in %) with average and worst rows; FRL errors."""
     classes = final["classes"]
@@ -501,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         required=True,
         type=Path,
-        help="checkpoint file (dict with 'model_config' and 'model')",
+        help="checkpoint file (dict with 'model_config' and 'model'), or a deep.train run "
+        "directory (its best.pt)",
     )
     parser.add_argument(
         "--dataset", required=True, choices=DATASET_NAMES, help="dataset the model was trained on"
@@ -580,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--severities", default=None, help="comma-separated severities in 1..5 (default: 1,2,3,4,5)"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_option(parser)
+    add_progress_options(parser)
     return parser
 
 
@@ -604,8 +545,32 @@ def _fresh_run_dir(dataset: str) -> Path:
     return path
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """``path`` itself for a file; a run directory's ``best.pt`` for a folder.
+
+    Raises ValueError naming the path when there is no such file, or the folder holds no
+    ``best.pt`` (listing the checkpoints it does hold).
+    """
+    path = Path(path)
+    if path.is_dir():
+        best = path / "best.pt"
+        if best.is_file():
+            return best
+        held = sorted(p.name for p in path.glob("*.pt"))
+        hint = f"; it holds {', '.join(held)}: name one of them" if held else ""
+        raise ValueError(f"{path} is a folder without best.pt{hint}")
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
-    """CLI entry point; returns the final.json dict."""
+    """CLI entry point; returns the final.json dict. Ctrl-C exits with status 130."""
+    with exit_on_interrupt("evaluation", note="; nothing was written"):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
 
@@ -614,6 +579,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.n_per_class is not None and args.n_per_class < 1:
         parser.error(f"--n-per-class must be >= 1, got {args.n_per_class}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if not args.progress_interval >= 0:
+        parser.error(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
     try:
         device = torch.device(args.device)
     except RuntimeError as exc:
@@ -644,13 +613,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
             else list(CIFAR10C_SEVERITIES)
         )
 
-    if not args.checkpoint.is_file():
-        parser.error(f"--checkpoint: no such file: {args.checkpoint}")
+    try:
+        args.checkpoint = resolve_checkpoint(args.checkpoint)
+    except ValueError as exc:
+        parser.error(f"--checkpoint: {exc}")
     try:
         model, _ = model_from_checkpoint(args.checkpoint, map_location="cpu")
     except (CheckpointError, CheckpointMismatchError) as exc:
         parser.error(f"--checkpoint {args.checkpoint}: {exc}")
     config = dict(getattr(model, "model_config", {}) or {})
+    apply_thread_policy(args.threads, device, config.get("name"))
 
     try:
         data = load_dataset(args.dataset, args.data_dir, download=args.download)
@@ -683,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out_dir = args.out if args.out is not None else _fresh_run_dir(args.dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {out_dir}", flush=True)
-    progress = not args.quiet and sys.stderr.isatty()
+    progress = not args.quiet
 
     start = time.perf_counter()
     results = evaluate_model(
@@ -697,6 +669,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         device=device,
         seed=args.seed,
         progress=progress,
+        progress_interval=args.progress_interval,
         norm=args.norm,
     )
     cifar10c = None
@@ -729,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         n_per_class=args.n_per_class,
         seed=args.seed,
         checkpoint=str(args.checkpoint),
-        seconds=round(time.perf_counter() - start, 3),
+        seconds=time.perf_counter() - start,
     )
     write_final_json(out_dir, final)
     plot_classwise(final, out_dir / "classwise.png")
@@ -740,3 +713,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    sys.exit(0)

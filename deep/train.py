@@ -17,6 +17,7 @@ Under ``torchrun`` the run is data-parallel (DDP).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import signal
@@ -26,9 +27,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-import torch
 from torch import nn
-from tqdm import tqdm
 
 from deep import distributed as dd
 from deep.checkpoint import (
@@ -50,10 +49,13 @@ from deep.config import (
     resolve_config,
 )
 from deep.data import BatchLoader, DatasetError, ImageDataset, load_dataset, stratified_subset
-from deep.evaluate import format_table, write_final_json
+from deep.evaluate import format_table
 from deep.models import CheckpointMismatchError
 from deep.plots import plot_class_weights, plot_classwise
 from deep.presets import PRESETS
+from deep.progress import DEFAULT_INTERVAL_S, Progress
+from deep.results import atomic_write_text, build_final_json, write_final_json
+from deep.runtime import apply_thread_policy, exit_on_interrupt
 from deep.trainer import Trainer
 
 __all__ = [
@@ -89,7 +91,7 @@ def _truncate_jsonl(path: Path, keep_epochs_below: int) -> None:
         return
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     kept = [ln for ln in lines if json.loads(ln)["epoch"] <= keep_epochs_below]
-    path.write_text("".join(ln + "\n" for ln in kept))
+    atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
 
 def _truncate_csv(path: Path, keep_epochs_below: int) -> None:
@@ -98,8 +100,9 @@ def _truncate_csv(path: Path, keep_epochs_below: int) -> None:
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
     kept = rows[:1] + [r for r in rows[1:] if int(r[1]) < keep_epochs_below]
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows(kept)
+    buf = io.StringIO()
+    csv.writer(buf).writerows(kept)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _newest_run(dataset: str, method: str) -> Path | None:
@@ -245,13 +248,9 @@ def main(
 
 
 def _set_threads(cfg: dict, ctx: dd.DistContext) -> None:
-    threads = cfg["threads"]
-    if threads is None and ctx.device.type == "cpu" and cfg["model"] in (None, "small-cnn"):
-        # The small CNN's convolutions are too small to gain from intra-op threads; on a busy
-        # 2-core machine 2 threads made a PGD step 50x slower than 1 (measured).
-        threads = 1
-    if threads is not None:
-        torch.set_num_threads(threads)
+    """``--threads``, else one thread for the small CNN on the CPU (deep.runtime's policy)."""
+    model = cfg["model"] or DATASET_DEFAULTS[cfg["dataset"]].model
+    apply_thread_policy(cfg["threads"], ctx.device, model)
 
 
 def _open_run_dir(parser, argv, cfg: dict, ctx: dd.DistContext) -> tuple[dict, Path]:
@@ -344,8 +343,27 @@ def _restore(parser, trainer: Trainer, run_dir: Path, ctx: dd.DistContext) -> di
     if ctx.is_main:  # forget what was logged after this checkpoint
         _truncate_jsonl(run_dir / "metrics.jsonl", trainer.epoch)
         _truncate_csv(run_dir / "class_weights.csv", trainer.epoch)
-    _print(ctx, f"resuming {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
-    return dict(ckpt.get("best", {"score": -math.inf, "epoch": None}))
+    if trainer.epoch >= trainer.cfg["epochs"]:
+        _print(ctx, f"{run_dir} finished training ({trainer.epoch}/{trainer.cfg['epochs']} epochs)")
+    else:
+        _print(ctx, f"resuming {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
+    return _best_record(parser, run_dir)
+
+
+def _best_record(parser, run_dir: Path) -> dict:
+    """The best-score record of a resumed run: the one best.pt holds (none without best.pt).
+
+    best.pt is written before last.pt, so after a kill between the two it is one epoch ahead
+    of last.pt; its own record is the one that describes it. Taking it keeps the record and the
+    file consistent whatever moment the previous process died at.
+    """
+    path = run_dir / "best.pt"
+    if not path.exists():
+        return {"score": -math.inf, "epoch": None}
+    try:
+        return dict(load_checkpoint(path, map_location="cpu")["best"])
+    except (CheckpointError, KeyError) as exc:
+        parser.error(f"--resume: {path} is not a checkpoint of this run ({exc}); move it away")
 
 
 class _RunFiles:
@@ -383,7 +401,7 @@ class _RunFiles:
         names = ["last.pt"]
         if "val" in record and record["val"]["pgd20"]["worst"] > self.best["score"]:
             self.best.update(score=record["val"]["pgd20"]["worst"], epoch=record["epoch"])
-            names.append("best.pt")
+            names.insert(0, "best.pt")  # best.pt first: a kill in between leaves it ahead
         if self.ctx.is_main:
             self.save_averaged_models()
             with (self.run_dir / "metrics.jsonl").open("a") as f:
@@ -425,27 +443,36 @@ def _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end) -> int:
         init_model = _load_init(parser, cfg["init"], cfg, dataset)
     trainer = Trainer(cfg, dataset, ctx, init_model=init_model)
     best = {"score": -math.inf, "epoch": None}
-    if cfg["resume"] is not None:
-        best = _restore(parser, trainer, run_dir, ctx)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(_jsonable(cfg), indent=2) + "\n")
     loader = BatchLoader(
         dataset.train, cfg["batch_size"], device=ctx.device, shuffle=True,
         augment=dataset.augment, seed=cfg["seed"], rank=ctx.rank, world_size=ctx.world_size,
         drop_last=True,
     )  # fmt: skip
-    if len(loader) == 0:
+    if len(loader) == 0:  # checked before anything is written
         parser.error(
             f"--batch-size {cfg['batch_size']} exceeds the {len(dataset.train)} training images "
             f"(per process: {loader.num_samples})"
         )
+    if cfg["resume"] is not None:
+        best = _restore(parser, trainer, run_dir, ctx)
+        if trainer.epoch >= cfg["epochs"] and (run_dir / "final.json").exists():
+            _print(ctx, f"nothing to do: {run_dir / 'final.json'} holds its test results "
+                   "(python -m deep.evaluate evaluates a checkpoint further)")  # fmt: skip
+            return 0
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", json.dumps(_jsonable(cfg), indent=2) + "\n")
+        if cfg["resume"] is None:  # a run that died before its first last.pt starts over
+            _truncate_jsonl(run_dir / "metrics.jsonl", 0)
+            _truncate_csv(run_dir / "class_weights.csv", 0)
     files = _RunFiles(run_dir, trainer, loader, best)
     status = _train_loop(trainer, loader, files, on_step_end, on_epoch_end)
     if status is not None:
         return status
     dd.barrier(ctx)
-    return _finish(cfg, trainer, dataset, run_dir, ctx)
+    note = f"; training is saved, python -m deep.train --resume {run_dir} evaluates it"
+    with exit_on_interrupt("final evaluation", note=note):
+        return _finish(cfg, trainer, dataset, run_dir, ctx)
 
 
 def _train_loop(trainer: Trainer, loader: BatchLoader, files: _RunFiles, on_step_end,
@@ -457,7 +484,7 @@ def _train_loop(trainer: Trainer, loader: BatchLoader, files: _RunFiles, on_step
     Ctrl-C) leaves no consistent state, so nothing new is saved then.
     """
     cfg, ctx = trainer.cfg, trainer.ctx
-    show_bar = ctx.is_main and not cfg["quiet"] and sys.stderr.isatty()
+    show = ctx.is_main and not cfg["quiet"]
     stop_every = cfg["log_every"] if ctx.enabled else 1
     consistent = True
     with StopRequest() as stop:
@@ -468,9 +495,9 @@ def _train_loop(trainer: Trainer, loader: BatchLoader, files: _RunFiles, on_step
                 lr = trainer.optimizer.param_groups[0]["lr"]
                 class_eps = trainer.class_eps_values()
                 t0 = time.perf_counter()
-                bar = tqdm(
-                    total=len(loader), initial=skip, leave=False, dynamic_ncols=True,
-                    desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not show_bar,
+                bar = Progress(
+                    len(loader), f"epoch {epoch + 1}/{cfg['epochs']}", enabled=show,
+                    interval=cfg.get("progress_interval", DEFAULT_INTERVAL_S), initial=skip,
                 )  # fmt: skip
                 for i, (x, y) in enumerate(loader):
                     if i < skip:  # resuming inside the epoch
@@ -478,9 +505,12 @@ def _train_loop(trainer: Trainer, loader: BatchLoader, files: _RunFiles, on_step
                     consistent = False
                     trainer.train_step(x, y)
                     consistent = True
-                    bar.update(1)
-                    if show_bar and trainer.step % cfg["log_every"] == 0:
-                        bar.set_postfix(loss=f"{trainer.running_loss():.4f}")
+                    if bar.mode != "bar":  # a plain line reads the loss only when printed
+                        bar.update(1, loss=lambda: f"{trainer.running_loss():.4f}")
+                    elif trainer.step % cfg["log_every"] == 0:
+                        bar.update(1, loss=f"{trainer.running_loss():.4f}")
+                    else:
+                        bar.update(1)
                     if on_step_end is not None:
                         on_step_end(trainer)
                     if cfg["save_every"] and trainer.global_step % cfg["save_every"] == 0:
@@ -556,20 +586,21 @@ def _final_checkpoint(cfg: dict, run_dir: Path, ctx) -> str:
 
 
 def _finish(cfg: dict, trainer: Trainer, dataset: ImageDataset, run_dir: Path, ctx) -> int:
-    """Evaluate the --final-checkpoint on the test set; final.json, figures, class-wise table."""
-    chosen = _final_checkpoint(cfg, run_dir, ctx)
-    model, _ = model_from_checkpoint(run_dir / chosen, map_location=ctx.device)
+    """Evaluate the --final-checkpoint on the test set; figures, then final.json (written last:
+    its presence marks a finished run), and the class-wise table."""
+    chosen = run_dir / _final_checkpoint(cfg, run_dir, ctx)
+    model, _ = model_from_checkpoint(chosen, map_location=ctx.device)
     test = dataset.test
     if cfg["final_n_per_class"]:
         test = stratified_subset(test, cfg["final_n_per_class"], seed=cfg["seed"])
-    show = ctx.is_main and not cfg["quiet"] and sys.stderr.isatty()
+    show = ctx.is_main and not cfg["quiet"]
+    start = time.perf_counter()
     results = trainer.evaluate(
         test, cfg["final_attacks"], seed=cfg["seed"], progress=show, model=model
     )
     if not ctx.is_main:
         return 0
-    final_path = write_final_json(
-        run_dir,
+    final = build_final_json(
         dataset=dataset.name,
         model=cfg["model"],
         norm=trainer.norm,
@@ -577,18 +608,19 @@ def _finish(cfg: dict, trainer: Trainer, dataset: ImageDataset, run_dir: Path, c
         step_size=trainer.step_size,
         classes=list(dataset.classes),
         results=results,
-        method=cfg["method"],
-        checkpoint=chosen,
-        split="test" if not cfg["final_n_per_class"] else f"test, {cfg['final_n_per_class']}/class",
+        split="test",
+        n_per_class=cfg["final_n_per_class"],
         seed=cfg["seed"],
+        checkpoint=str(chosen),
+        seconds=time.perf_counter() - start,
+        method=cfg["method"],
     )
-    final = json.loads(final_path.read_text())
     plot_classwise(final, run_dir / "classwise.png", title=f"{dataset.name} / {cfg['model']} / "
                    f"{cfg['method']}: class-wise test accuracy")  # fmt: skip
     _plot_weights(run_dir, dataset.classes)
+    write_final_json(run_dir, final)
     print(f"\n{cfg['method']} on {dataset.name} ({cfg['model']}, {trainer.norm} eps "
-          f"{trainer.eps:.4g}), "
-          f"{chosen}, class-wise test accuracy (%):")  # fmt: skip
+          f"{trainer.eps:.4g}), {chosen.name}, class-wise test accuracy (%):")  # fmt: skip
     print(format_table(final))
     print(f"\nrun directory: {run_dir}", flush=True)
     return 0

@@ -33,6 +33,7 @@ from deep.methods.base import EpochEnd, TrainBatch
 from deep.models import build_model, load_model_state
 from deep.objectives import per_sample_loss
 from deep.presets import PRESETS, Preset
+from deep.progress import DEFAULT_INTERVAL_S
 
 __all__ = ["Trainer"]
 
@@ -241,13 +242,16 @@ class Trainer:
         return train, history
 
     def debug_hashes(self) -> dict:
-        """SHA-256 prefixes of this epoch's per-step class weights, the model's weights and the
-        method's state (weights, calibrated budgets, averaged models, statistics)."""
+        """SHA-256 prefixes of this epoch's per-step class weights, the model's parameters and
+        buffers (BatchNorm running statistics) and the method's state (weights, calibrated
+        budgets, averaged models, statistics)."""
         weights = torch.stack(self._weight_steps) if self._weight_steps else torch.zeros(0)
         params = torch.cat([p.detach().reshape(-1).float() for p in self.model.parameters()])
+        buffers = [b.detach().reshape(-1).double() for b in self.model.buffers()]
         return {
             "class_weights": _tensor_hash(weights),
             "model": _tensor_hash(params),
+            "buffers": _tensor_hash(torch.cat(buffers) if buffers else torch.zeros(0)),
             "method": _state_hash(self.method.state_dict()),
         }
 
@@ -266,7 +270,7 @@ class Trainer:
         }
         # BatchNorm statistics differ across ranks after the last step (each saw its own batch):
         # average them so that validation, checkpoints and averaged models agree on every rank.
-        dd.all_reduce_mean_([b for b in self.model.buffers() if b.is_floating_point()], self.ctx)
+        dd.sync_buffers_(self.model, self.ctx)
         validation = None
         if len(self.dataset.val):
             validation = self.evaluate(self.dataset.val, ("clean", "pgd20"), seed=cfg["seed"])
@@ -308,6 +312,7 @@ class Trainer:
                 model, part, num_classes=self.num_classes, attacks=tuple(attacks),
                 eps=self.eps, step_size=self.step_size, batch_size=self.cfg["eval_batch_size"],
                 device=self.device, seed=seed, progress=progress, norm=self.norm,
+                progress_interval=self.cfg.get("progress_interval", DEFAULT_INTERVAL_S),
             )  # fmt: skip
 
         was_training = model.training

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deep.runtime import DefaultsHelpFormatter
 from paper_figures.common import DEFAULT_OUT, DEFAULT_RUNS_DIR
 
 __all__ = ["SCRIPTS", "Script", "main"]
@@ -75,7 +76,7 @@ def _all_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m paper_figures all",
         description="Run every paper figure/table script with the same common options.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="small and fast (digits, 1 seed)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for PNG and CSV files")

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deep.runtime import DefaultsHelpFormatter
 from paper_figures.runs import RunSpec
 
 __all__ = [
@@ -48,7 +49,7 @@ def build_parser(name: str, description: str, *, deep: bool = True) -> argparse.
     parser = argparse.ArgumentParser(
         prog=f"python -m paper_figures.{name}",
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument(
         "--quick",

@@ -172,7 +172,7 @@ def _cifar10c_final(run_dir: Path, args, log) -> dict:
 
     out = run_dir / f"cifar10c-severity{args.severity}"
     if not (out / "final.json").exists():
-        checkpoint = run_dir / str(read_final(run_dir).get("checkpoint") or "best.pt")
+        checkpoint = run_dir / Path(str(read_final(run_dir).get("checkpoint") or "best.pt")).name
         argv = [
             "--checkpoint", str(checkpoint), "--dataset", "cifar10", "--attacks", "clean",
             "--cifar10c-dir", str(args.cifar10c_dir), "--corruptions",

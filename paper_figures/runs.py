@@ -139,8 +139,8 @@ def read_class_weight_steps(run_dir: str | os.PathLike) -> tuple[list[int], list
 
 def _chosen_checkpoint(run_dir: Path) -> Path:
     """The checkpoint the run's final.json was evaluated on (best.pt, else last.pt)."""
-    name = read_final(run_dir).get("checkpoint") or "best.pt"
-    path = run_dir / str(name)
+    name = Path(str(read_final(run_dir).get("checkpoint") or "best.pt")).name  # the run may move
+    path = run_dir / name
     if not path.exists():
         path = run_dir / "last.pt"
     if not path.exists():

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deep.runtime import DefaultsHelpFormatter
 from sim.classifiers import (
     LinearClassifier,
     fit_intercept_erm,
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
             "natural and robust classifiers, theory vs simulation; FRL/FAAL mitigations; "
             "FAAL Theorem 1."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     g = p.add_argument_group(
         "mixture (any of these runs one custom setting instead of the defaults)"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -244,10 +246,19 @@ def test_cli_writes_the_final_json_contract(digits, small_cnn_checkpoint, tmp_pa
         "--seed",
         "1",
     ]
-    returned = main(argv)
+    umask = os.umask(0o022)
+    try:
+        returned = main(argv)
+    finally:
+        os.umask(umask)
     printed = capsys.readouterr().out
     final = json.loads((out / "final.json").read_text())
     assert final == returned
+    # The one result contract (deep.results), shared with deep.train.
+    assert final["split"] == "test" and final["n_per_class"] == 8 and final["seed"] == 1
+    assert final["checkpoint"] == str(ckpt) and final["seconds"] > 0
+    for name in ("final.json", "final.csv"):  # readable by others, like any other file
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644
 
     assert {"dataset", "model", "eps", "classes", "results", "frl_errors"} <= set(final)
     assert final["dataset"] == "digits" and final["model"] == "small-cnn"
@@ -426,24 +437,42 @@ def test_build_final_json_checks_and_writes_strict_json(tmp_path):
         "autoattack": {"per_class": [0.5, 0.25], "average": 0.375, "worst": 0.25},
         "clean": {"per_class": [1.0, 0.5], "average": 0.75, "worst": 0.5},
     }
-    final = build_final_json(dataset="d", model="m", eps=0.1, classes=["a", "b"], results=results)
+    run = dict(split="test", n_per_class=None, seed=0, checkpoint="r/best.pt", seconds=1.5)
+    final = build_final_json(
+        dataset="d", model="m", eps=0.1, classes=["a", "b"], results=results, **run
+    )
     assert list(final["results"]) == ["clean", "autoattack"]  # canonical order
     assert "frl_errors" not in final  # needs clean and pgd20
+    assert {k: final[k] for k in run} == run
     with pytest.raises(ValueError, match="unknown keys"):
         build_final_json(
-            dataset="d", model="m", eps=0.1, classes=["a", "b"], results={"aa": results["clean"]}
-        )
+            dataset="d", model="m", eps=0.1, classes=["a", "b"], results={"aa": results["clean"]},
+            **run,
+        )  # fmt: skip
     with pytest.raises(ValueError, match="expected 3"):
-        build_final_json(dataset="d", model="m", eps=0.1, classes=["a", "b", "c"], results=results)
+        build_final_json(
+            dataset="d", model="m", eps=0.1, classes=["a", "b", "c"], results=results, **run
+        )
+    with pytest.raises(TypeError, match="seconds"):  # every writer states the contract's keys
+        build_final_json(dataset="d", model="m", eps=0.1, classes=["a", "b"], results=results,
+                         **{k: v for k, v in run.items() if k != "seconds"})  # fmt: skip
+    bad_values = [("split", "test, 100/class", "split must be one of"),
+                  ("n_per_class", 0, "n_per_class"), ("seconds", -1.0, "seconds")]  # fmt: skip
+    for key, value, message in bad_values:
+        with pytest.raises(ValueError, match=message):
+            build_final_json(dataset="d", model="m", eps=0.1, classes=["a", "b"],
+                             results=results, **{**run, key: value})  # fmt: skip
     path = write_final_json(
-        tmp_path, dataset="d", model="m", eps=0.1, classes=["a", "b"], results=results
+        tmp_path, dataset="d", model="m", eps=0.1, classes=["a", "b"], results=results, **run
     )
     assert json.loads(path.read_text()) == final
     bad = {"clean": {"per_class": [float("nan"), 0.5], "average": 0.5, "worst": 0.5}}
     with pytest.raises(ValueError):
         write_final_json(
-            tmp_path / "bad", dataset="d", model="m", eps=0.1, classes=["a", "b"], results=bad
-        )
+            tmp_path / "bad", dataset="d", model="m", eps=0.1, classes=["a", "b"], results=bad,
+            **run,
+        )  # fmt: skip
+    assert not (tmp_path / "bad" / "final.json").exists()
 
 
 def test_plots_write_pngs_and_validate(tmp_path):
@@ -468,3 +497,79 @@ def test_plots_write_pngs_and_validate(tmp_path):
         plot_class_weights(np.ones((4, 2)), final["classes"], tmp_path / "w2.png")
     with pytest.raises(ValueError, match="shape"):
         plot_class_weights(np.ones(3), final["classes"], tmp_path / "w3.png")
+
+
+# --------------------------------------------------------------------------------------------
+# Run folders, progress, threads, Ctrl-C
+# --------------------------------------------------------------------------------------------
+def test_checkpoint_may_be_a_run_directory(small_cnn_checkpoint, tmp_path, capsys):
+    ckpt, _ = small_cnn_checkpoint
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    base = ["--dataset", "digits", "--attacks", "clean", "--n-per-class", "2", "--quiet"]
+    err = _exit2(["--checkpoint", str(run_dir), "--out", str(tmp_path / "e")] + base, capsys)
+    assert f"{run_dir} is a folder without best.pt" in err
+    (run_dir / "last.pt").write_bytes(ckpt.read_bytes())
+    err = _exit2(["--checkpoint", str(run_dir), "--out", str(tmp_path / "e")] + base, capsys)
+    assert "it holds last.pt" in err
+    (run_dir / "best.pt").write_bytes(ckpt.read_bytes())
+    final = main(["--checkpoint", str(run_dir), "--out", str(tmp_path / "ok")] + base)
+    assert final["checkpoint"] == str(run_dir / "best.pt")
+
+
+def test_threads_and_plain_progress_lines_off_a_terminal(small_cnn_checkpoint, tmp_path, capsys):
+    """stderr is captured (not a terminal): one plain line per batch with --progress-interval 0;
+    the small CNN runs on one thread unless --threads says otherwise."""
+    ckpt, _ = small_cnn_checkpoint
+    before = torch.get_num_threads()
+    base = ["--checkpoint", str(ckpt), "--dataset", "digits", "--attacks", "clean,pgd20",
+            "--n-per-class", "4", "--batch-size", "20", "--progress-interval", "0"]  # fmt: skip
+    try:
+        torch.set_num_threads(2)
+        main(base + ["--out", str(tmp_path / "a")])
+        assert torch.get_num_threads() == 1
+        err = capsys.readouterr().err
+        assert "PGD-20: batch 2/2 (100.0%)" in err and "ETA" in err
+        main(base + ["--out", str(tmp_path / "b"), "--threads", "2", "--quiet"])
+        assert torch.get_num_threads() == 2
+        assert capsys.readouterr().err == ""
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_autoattack_reports_each_attack_of_each_chunk_and_results_do_not_change(
+    digits, tiny_cnn, capsys
+):
+    """Two chunks x 4 attacks = 8 units. At eps 0.3 APGD-CE breaks most points, so AutoAttack
+    skips attacks and the bar jumps at the end of a chunk; a point left robust gets all four."""
+    split = stratified_subset(digits.test, 2, seed=0)
+    kwargs = dict(num_classes=10, attacks=("aa",), eps=0.3, step_size=0.025, batch_size=10, seed=0)
+    quiet = evaluate_model(tiny_cnn, split, **kwargs)
+    capsys.readouterr()
+    shown = evaluate_model(tiny_cnn, split, progress=True, progress_interval=0, **kwargs)
+    assert shown == quiet
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("AutoAttack chunk 1/2: attack 0/8 (0.0%)")
+    assert "attack apgd-ce" in lines[0]
+    assert any(ln.startswith("AutoAttack chunk 2/2: attack") for ln in lines)
+    assert lines[-1].startswith("AutoAttack chunk 2/2: attack 8/8 (100.0%)")
+    assert all("ETA" in ln for ln in lines)
+
+
+def test_ctrl_c_inside_autoattack_is_one_line_and_exit_130(
+    small_cnn_checkpoint, tmp_path, capsys, monkeypatch
+):
+    import pyautoattack
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pyautoattack.AutoAttack, "run_standard_evaluation", interrupted)
+    ckpt, _ = small_cnn_checkpoint
+    with pytest.raises(SystemExit) as exc:
+        main(["--checkpoint", str(ckpt), "--dataset", "digits", "--attacks", "aa",
+              "--n-per-class", "1", "--out", str(tmp_path / "r"), "--quiet"])  # fmt: skip
+    assert exc.value.code == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "evaluation interrupted; nothing was written"
+    assert not (tmp_path / "r" / "final.json").exists()

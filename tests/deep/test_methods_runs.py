@@ -88,17 +88,18 @@ def test_exact_resume(runs, tmp_path, name, where):
 
 def test_final_checkpoint_fawa_and_its_fallback(runs, tmp_path, capsys):
     final = json.loads((runs["cfa-at"] / "final.json").read_text())
-    assert final["checkpoint"] == "best.pt"
+    assert final["checkpoint"] == str(runs["cfa-at"] / "best.pt")
     out = tmp_path / "fawa"
     argv = ["--method", "cfa-at", *ARGS, "--epochs", "1", "--final-checkpoint", "fawa"]
     assert run(out, *argv, "--fawa-threshold", "0") == 0
-    assert json.loads((out / "final.json").read_text())["checkpoint"] == "fawa.pt"
+    assert json.loads((out / "final.json").read_text())["checkpoint"] == str(out / "fawa.pt")
     assert load_checkpoint(out / "fawa.pt")["model_config"]["name"] == "small-cnn"
     capsys.readouterr()
     never = tmp_path / "never"
     assert run(never, *argv, "--fawa-threshold", "1") == 0
     assert not (never / "fawa.pt").exists()
-    assert json.loads((never / "final.json").read_text())["checkpoint"] == "last.pt"
+    final = json.loads((never / "final.json").read_text())
+    assert final["checkpoint"] == str(never / "last.pt")
     assert "no fawa.pt" in capsys.readouterr().out
 
 

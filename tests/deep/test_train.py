@@ -28,6 +28,7 @@ from deep.data import BatchLoader, load_dataset, stratified_subset
 from deep.evaluate import evaluate_model
 from deep.models import build_model
 from deep.presets import METHOD_NAMES
+from deep.trainer import _tensor_hash
 from theory.dro import solve_kl_dro
 
 REPO = Path(__file__).resolve().parents[2]
@@ -321,6 +322,92 @@ def test_sigint_saves_and_exits_130(reference_run, tmp_path):
     assert_same_weights(state_of(out / "last.pt"), state_of(reference_run / "last.pt"))
 
 
+class _Killed(BaseException):
+    """The process dying (nothing catches a BaseException that is not KeyboardInterrupt)."""
+
+
+def _run_killed_at(monkeypatch, write_number, argv):
+    """Run ``deep.train`` in-process and die just before its ``write_number``-th durable write
+    (checkpoint, config.json, metrics truncation, final.csv / final.json); count the writes."""
+    import deep.results as R
+
+    writes = []
+
+    def die_or_write(real, path, *args):
+        writes.append(Path(path).name)
+        if len(writes) == write_number:
+            raise _Killed(Path(path).name)
+        return real(*args)
+
+    real_text = R.atomic_write_text
+    monkeypatch.setattr(T, "save_atomic", lambda o, p: die_or_write(save_atomic, p, o, p))
+    for module in (T, R):
+        monkeypatch.setattr(
+            module, "atomic_write_text", lambda p, t: die_or_write(real_text, p, p, t)
+        )
+    try:
+        status = T.main(argv)
+    except _Killed:
+        status = "killed"
+    monkeypatch.undo()
+    return status, writes
+
+
+def _assert_same_checkpoint(a, b, where=""):
+    """Every tensor equal (torch.equal), every other value equal; the config (paths) aside."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        keys = set(a) - ({"config"} if where == "" else set())
+        assert keys == set(b) - ({"config"} if where == "" else set()), where
+        for key in keys:
+            _assert_same_checkpoint(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_checkpoint(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_a_kill_at_any_write_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """Die before each durable write in turn (the writes are atomic, so this is every instant
+    that matters), continue (--resume, or the same command when no last.pt was written yet) and
+    compare with an uninterrupted run: every checkpoint tensor and final.json's results equal.
+    The validation scores rise over the 3 epochs, so best.pt is rewritten, the case where a kill
+    between best.pt and last.pt once left a stale best.pt."""
+    argv = ["--method", "pgd-at", "--epochs", "3", "--attack-steps", "1", "--final-attacks",
+            "clean", "--final-n-per-class", "2", "--val-per-class", "5", *TINY]  # fmt: skip
+    reference = tmp_path / "reference"
+    status, writes = _run_killed_at(monkeypatch, 0, ["--out", str(reference), *argv])
+    assert status == 0
+    assert writes.count("best.pt") >= 2, "the test needs best.pt rewritten"
+    assert writes[-1] == "final.json"
+    ref_final = json.loads((reference / "final.json").read_text())
+    for k in range(1, len(writes) + 1):
+        out = tmp_path / f"killed-{k}"
+        status, _ = _run_killed_at(monkeypatch, k, ["--out", str(out), *argv])
+        assert status == "killed"
+        if (out / "last.pt").exists():
+            assert T.main(["--resume", str(out), "--quiet"]) == 0
+        else:
+            assert T.main(["--out", str(out), *argv]) == 0
+        for name in ("last.pt", "best.pt"):
+            _assert_same_checkpoint(load_checkpoint(out / name), load_checkpoint(reference / name))
+        final = json.loads((out / "final.json").read_text())
+        assert final["results"] == ref_final["results"], f"killed before write {k}: {writes[k - 1]}"
+        assert metric_lines(out / "metrics.jsonl") == metric_lines(reference / "metrics.jsonl")
+
+
+def test_resuming_a_finished_run_says_so(reference_run, capsys):
+    before = (reference_run / "final.json").read_bytes()
+    assert T.main(["--resume", str(reference_run), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "finished training (2/2 epochs)" in out and "nothing to do" in out
+    assert "resuming" not in out
+    assert (reference_run / "final.json").read_bytes() == before
+
+
 def test_resume_with_conflicting_config_is_refused(reference_run, tmp_path, capsys):
     out = tmp_path / "run"
     assert run(out, *COMMON, on_step_end=_interrupt_at(2)) == 130
@@ -355,7 +442,9 @@ def test_final_checkpoint_last_evaluates_the_end_of_training(tmp_path, digits):
     assert run(out, *argv) == 0
     assert (out / "best.pt").exists()
     final = json.loads((out / "final.json").read_text())
-    assert final["checkpoint"] == "last.pt"
+    assert final["checkpoint"] == str(out / "last.pt")
+    assert final["split"] == "test" and final["n_per_class"] == 5 and final["seed"] == 0
+    assert final["seconds"] >= 0
     test = stratified_subset(digits.test, 5, seed=0)
     model, _ = model_from_checkpoint(out / "last.pt")
     result = evaluate_model(model, test, num_classes=10, attacks=("clean",), eps=0.1,
@@ -367,7 +456,8 @@ def test_final_checkpoint_last_evaluates_the_end_of_training(tmp_path, digits):
              "clean", "--final-n-per-class", "2"]  # fmt: skip
     assert run(out2, *argv2) == 0
     assert not (out2 / "best.pt").exists()
-    assert json.loads((out2 / "final.json").read_text())["checkpoint"] == "last.pt"
+    final2 = json.loads((out2 / "final.json").read_text())
+    assert final2["checkpoint"] == str(out2 / "last.pt") and final2["n_per_class"] == 2
 
 
 def test_frl_updates_each_epoch_from_validation_errors(tmp_path):
@@ -423,6 +513,9 @@ def test_frl_updates_each_epoch_from_validation_errors(tmp_path):
         (["--tau-schedule", "0-0.1"], "--tau-schedule"),
         (["--final-attacks", "pgd7"], "--final-attacks"),
         (["--final-checkpoint", "first"], "--final-checkpoint"),
+        (["--train-per-class", "0"], "--train-per-class must be >= 1, got 0"),
+        (["--final-n-per-class", "0"], "--final-n-per-class must be >= 1"),
+        (["--progress-interval", "-1"], "--progress-interval"),
         (["--faal-statistic", "hinge"], "--faal-statistic"),
         (["--method", "trades", "--class-boundary-weight", "3=2"], "needs --method fixed-class"),
         (["--method", "fixed-class", "--class-eps-scale", "3=0"], "must be a finite number > 0"),
@@ -437,6 +530,29 @@ def test_bad_input_exits_2(argv, message, capsys):
         T.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_too_large_a_batch_is_refused_before_the_run_folder_exists(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        T.main(["--out", str(out), "--train-per-class", "2", "--batch-size", "64", "--quiet"])
+    assert exc.value.code == 2
+    assert "--batch-size 64 exceeds the 20 training images" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    """Under nohup / CI / a scheduler (stderr captured here) training prints plain lines with the
+    step, rate, ETA and running loss (--progress-interval 0: every step)."""
+    argv = ["--method", "pgd-at", "--epochs", "1", "--attack-steps", "1", "--final-attacks",
+            "clean", "--final-n-per-class", "2", "--train-per-class", "10", "--batch-size", "16",
+            "--threads", "1", "--progress-interval", "0"]  # fmt: skip
+    assert T.main(["--out", str(tmp_path / "run"), *argv]) == 0
+    err = capsys.readouterr().err.splitlines()
+    steps = [ln for ln in err if ln.startswith("epoch 1/1: step ")]
+    assert [ln.split()[3] for ln in steps] == [f"{i}/6" for i in range(1, 7)]
+    assert all("step/s, ETA" in ln and ", loss " in ln for ln in steps)
+    assert any(ln.startswith("clean: batch 1/1 (100.0%)") for ln in err)  # final evaluation
 
 
 @pytest.mark.parametrize(
@@ -496,21 +612,28 @@ def test_torchrun_two_processes(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            f"--master_port={_free_port()}", "-m", "deep.train", "--method", "faal-trades-awp",
-           "--epochs", "1", "--out", str(out), *TINY, "--attack-steps", "2", "--debug",
+           "--epochs", "2", "--out", str(out), *TINY, "--attack-steps", "2", "--debug",
            "--final-attacks", "clean,pgd20"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("config.json", "metrics.jsonl", "last.pt", "final.json"):
         assert (out / name).exists(), name
-    (line,) = metric_lines(out / "metrics.jsonl")
-    hashes = line["debug_hashes"]
-    assert len(hashes) == 2
-    assert hashes[0]["class_weights"] == hashes[1]["class_weights"]  # same FAAL weights per step
-    assert hashes[0]["model"] == hashes[1]["model"]  # replicas stay identical
-    # Both ranks' samples were seen: 100 images, 2 ranks x 3 batches of 16.
-    assert line["train"]["samples"] == 96
-    assert line["epoch"] == 1 and proc.stdout.count("epoch 1/1") == 1  # only rank 0 prints
+    lines = metric_lines(out / "metrics.jsonl")
+    assert [line["epoch"] for line in lines] == [1, 2]
+    for line in lines:  # at every epoch end, where the model is validated and saved
+        hashes = line["debug_hashes"]
+        assert len(hashes) == 2
+        assert hashes[0]["class_weights"] == hashes[1]["class_weights"]  # same FAAL weights
+        assert hashes[0]["model"] == hashes[1]["model"]  # parameters identical
+        assert hashes[0]["buffers"] == hashes[1]["buffers"]  # BatchNorm statistics too
+        # Both ranks' samples were seen: 100 images, 2 ranks x 3 batches of 16.
+        assert line["train"]["samples"] == 96
+    assert proc.stdout.count("epoch 1/2") == 1  # only rank 0 prints
+    # The saved model is the one both ranks hold: rank 0's buffers, hashed, are the saved ones.
+    saved, _ = model_from_checkpoint(out / "last.pt")
+    buffers = torch.cat([b.reshape(-1).double() for b in saved.buffers()])
+    assert _tensor_hash(buffers) == lines[-1]["debug_hashes"][0]["buffers"]
     final = json.loads((out / "final.json").read_text())
     assert final["results"]["clean"]["counts"] == [50] * 10  # the full test set, sharded
 

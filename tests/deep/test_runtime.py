@@ -1,0 +1,132 @@
+"""deep.progress and deep.runtime: plain progress lines off a terminal (rate, ETA, fields read
+only when printed), the thread policy, Ctrl-C as exit 130, and --help without empty defaults."""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import pytest
+import torch
+
+from deep.progress import Progress, format_duration, progress_mode
+from deep.runtime import (
+    DefaultsHelpFormatter,
+    add_threads_option,
+    apply_thread_policy,
+    exit_on_interrupt,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_plain_lines_at_the_interval_with_rate_eta_and_lazy_fields():
+    clock, stream, reads = Clock(), io.StringIO(), []
+
+    def loss():
+        reads.append(1)
+        return "0.5000"
+
+    bar = Progress(100, "epoch 1/3", interval=30.0, stream=stream, clock=clock)
+    assert bar.mode == "lines"
+    for _ in range(20):  # 20 steps of 2 s: lines at 30 s and 60 s only
+        clock.now += 2.0
+        bar.update(1, loss=loss)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and len(reads) == 1  # the loss is read only for the printed line
+    clock.now += 20.0  # 60 s after the start: 21 steps done
+    bar.update(1, loss=loss)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    # 21 steps in 60 s -> 0.35 step/s; 79 left -> 226 s = 3m46s.
+    assert lines[1] == "epoch 1/3: step 21/100 (21.0%), 0.35 step/s, ETA 3m46s, loss 0.5000"
+    bar.close()
+
+
+def test_resumed_work_counts_only_new_units_and_zero_interval_prints_every_update():
+    clock, stream = Clock(), io.StringIO()
+    bar = Progress(10, "", interval=0, initial=6, stream=stream, clock=clock, unit="batch")
+    clock.now += 4.0
+    bar.update(2)
+    assert stream.getvalue().strip() == "batch 8/10 (80.0%), 0.5 batch/s, ETA 4s"
+    bar.advance_to(8)  # no-op
+    assert len(stream.getvalue().splitlines()) == 1
+
+
+def test_modes_and_durations():
+    assert progress_mode(stream=Tty()) == "bar"
+    assert progress_mode(stream=io.StringIO()) == "lines"
+    assert progress_mode(enabled=False, stream=Tty()) == "off"
+    quiet = io.StringIO()
+    bar = Progress(3, "x", enabled=False, interval=0, stream=quiet)
+    bar.update(3, loss=lambda: pytest.fail("a quiet bar reads nothing"))
+    assert quiet.getvalue() == ""
+    assert [format_duration(s) for s in (5, 95.2, 4000, float("nan"))] == [
+        "5s",
+        "1m35s",
+        "1h06m",
+        "?",
+    ]
+    with pytest.raises(ValueError, match="interval"):
+        Progress(3, interval=-1)
+
+
+def test_thread_policy():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert apply_thread_policy(None, "cpu", "small-cnn") == 1
+        torch.set_num_threads(2)
+        assert apply_thread_policy(None, "cpu", "preact-resnet18") == 2  # torch's choice kept
+        assert apply_thread_policy(3, "cpu", "small-cnn") == 3  # explicit wins
+        with pytest.raises(ValueError, match="--threads must be >= 1"):
+            apply_thread_policy(0, "cpu", "small-cnn")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_interrupt_is_one_line_and_exit_130(capsys):
+    with pytest.raises(SystemExit) as exc:
+        with exit_on_interrupt("evaluation", note="; nothing was written"):
+            raise KeyboardInterrupt
+    assert exc.value.code == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "evaluation interrupted; nothing was written"
+
+
+def test_help_shows_only_meaningful_defaults():
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--model", default=None, help="architecture (default: per dataset)")
+    parser.add_argument("--lr", type=float, default=0.1, help="learning rate")
+    parser.add_argument("--quiet", action="store_true", help="no output")
+    add_threads_option(parser)
+    text = parser.format_help()
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "learning rate (default: 0.1)" in " ".join(text.split())
+    assert "(default: per dataset)" in text
+
+
+@pytest.mark.parametrize("cli", ["deep.train", "deep.evaluate", "sim.gaussian_demo", "figures"])
+def test_cli_help_has_no_empty_defaults_and_names_no_spec(cli):
+    if cli == "figures":
+        from paper_figures.common import build_parser
+
+        parser = build_parser("frl_tables", "FRL Tables 2-3")
+    else:
+        module = __import__(cli, fromlist=["build_parser"])
+        parser = module.build_parser()
+    text = parser.format_help()
+    assert "(default: None)" not in text and "SPEC" not in text
+    if cli.startswith("deep."):
+        assert "--threads" in text and "--progress-interval" in text
