@@ -45,9 +45,18 @@ from torch import Tensor, nn
 
 from deep.checkpoint import CheckpointError, model_from_checkpoint
 from deep.data import DATASET_NAMES, DatasetError, ImageSplit, load_dataset, stratified_indices
+from deep.evaluate import resolve_checkpoint
 from deep.metrics import classwise_accuracy, summarise_per_class
 from deep.models import CheckpointMismatchError
 from deep.plots import plot_classwise
+from deep.progress import Progress, add_progress_options
+from deep.results import atomic_write_text
+from deep.runtime import (
+    DefaultsHelpFormatter,
+    add_threads_option,
+    apply_thread_policy,
+    exit_on_interrupt,
+)
 
 __all__ = [
     "DEFAULT_RADII",
@@ -315,9 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Randomized smoothing (Cohen et al. 2019): certify a checkpoint's smoothed "
         "classifier on a test set; class-wise certified accuracy at each l_2 radius and "
         "abstention rates. Writes certify.json, certify.csv and certify.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="checkpoint file, or a deep.train run directory (its best.pt)",
+    )
     parser.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="data set")
     parser.add_argument("--data-dir", type=Path, default=None, help="data folder")
     parser.add_argument(
@@ -344,13 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise and the subset")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: 1 for the small CNN on the CPU, else torch's choice)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_threads_option(parser)
+    add_progress_options(parser)
     return parser
 
 
@@ -379,6 +388,8 @@ def _validate(parser, args) -> list[float]:
         parser.error(f"--n-per-class must be >= 1, got {args.n_per_class}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if not args.progress_interval >= 0:
+        parser.error(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
     try:
         return _parse_radii(args.radii)
     except ValueError as exc:
@@ -386,8 +397,10 @@ def _validate(parser, args) -> list[float]:
 
 
 def _load(parser, args):
-    if not args.checkpoint.is_file():
-        parser.error(f"--checkpoint: no such file: {args.checkpoint}")
+    try:
+        args.checkpoint = resolve_checkpoint(args.checkpoint)
+    except ValueError as exc:
+        parser.error(f"--checkpoint: {exc}")
     try:
         model, _ = model_from_checkpoint(args.checkpoint, map_location="cpu")
     except (CheckpointError, CheckpointMismatchError) as exc:
@@ -413,44 +426,37 @@ def _load(parser, args):
     return model, config, data, split, indices
 
 
-def _progress(done: int, total: int, start: float, quiet: bool) -> None:
-    if quiet:
-        return
-    elapsed = time.perf_counter() - start
-    end = "\r" if sys.stderr.isatty() and done < total else "\n"
-    print(f"certified {done}/{total} images ({elapsed:.1f} s)", end=end, file=sys.stderr,
-          flush=True)  # fmt: skip
-
-
 def _certify_split(model, split: ImageSplit, args, device, generator) -> tuple[Tensor, Tensor]:
     """CERTIFY over the split, a few images at a time (each with n0 + n noisy copies)."""
     per_step = max(1, args.batch_size // args.n0)  # a selection round fills about one batch
     preds, radii = [], []
-    start = time.perf_counter()
-    for first in range(0, len(split), per_step):
-        x = split.x[first : first + per_step].to(device).float() / 255.0
-        pred, radius = certify(
-            model, x, sigma=args.sigma, n0=args.n0, n=args.n, alpha=args.alpha,
-            batch_size=args.batch_size, generator=generator,
-        )  # fmt: skip
-        preds.append(pred.cpu())
-        radii.append(radius.cpu())
-        _progress(min(first + per_step, len(split)), len(split), start, args.quiet)
+    with Progress(len(split), "certify", enabled=not args.quiet, interval=args.progress_interval,
+                  unit="image") as bar:  # fmt: skip
+        for first in range(0, len(split), per_step):
+            x = split.x[first : first + per_step].to(device).float() / 255.0
+            pred, radius = certify(
+                model, x, sigma=args.sigma, n0=args.n0, n=args.n, alpha=args.alpha,
+                batch_size=args.batch_size, generator=generator,
+            )  # fmt: skip
+            preds.append(pred.cpu())
+            radii.append(radius.cpu())
+            bar.update(len(x))
     return torch.cat(preds), torch.cat(radii)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0, or 130 when interrupted)."""
+    """CLI entry point; returns the exit status 0 (Ctrl-C exits with status 130)."""
+    with exit_on_interrupt("certification", note="; nothing was written"):
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     radii = _validate(parser, args)
     device = _resolve_device(parser, args.device)
     model, config, data, split, indices = _load(parser, args)
-    threads = args.threads
-    if threads is None and device.type == "cpu" and config.get("name") == "small-cnn":
-        threads = 1  # the small CNN's convolutions gain nothing from intra-op threads
-    if threads is not None:
-        torch.set_num_threads(threads)
+    apply_thread_policy(args.threads, device, config.get("name"))
     model = model.to(device=device, dtype=torch.float32).eval()
     out = args.out or Path("runs") / (
         f"certify-{args.dataset}-sigma{args.sigma:g}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -460,11 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     generator = torch.Generator(device=device)
     generator.manual_seed(args.seed)
     start = time.perf_counter()
-    try:
-        pred, radius = _certify_split(model, split, args, device, generator)
-    except KeyboardInterrupt:
-        print("\ninterrupted; nothing written", file=sys.stderr, flush=True)
-        return 130
+    pred, radius = _certify_split(model, split, args, device, generator)
     seconds = time.perf_counter() - start
     accuracy = certified_accuracy(pred, radius, split.y, data.num_classes, radii)
     result = {
@@ -485,10 +487,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "certified_accuracy": accuracy,
         "certified_errors": frl_certified_errors(accuracy),
     }
-    (out / "certify.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    (out / "certify.csv").write_text(
-        certify_csv_text(indices, split.y.tolist(), pred.tolist(), radius.tolist())
+    atomic_write_text(
+        out / "certify.csv",
+        certify_csv_text(indices, split.y.tolist(), pred.tolist(), radius.tolist()),
     )
+    atomic_write_text(out / "certify.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     plot_classwise(
         {"classes": result["classes"],
          "results": {f"radius {r:g}": accuracy[_radius_key(r)] for r in radii}},

@@ -250,3 +250,29 @@ def test_cli_errors(small_cnn_checkpoint, tmp_path, capsys, extra, message):  # 
         main(["--checkpoint", str(ckpt), "--dataset", "digits", "--out", str(tmp_path), *extra])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_progress_lines_run_directory_and_ctrl_c(small_cnn_checkpoint, tmp_path, capsys,  # noqa: F811
+                                                     monkeypatch):  # fmt: skip
+    ckpt, _ = small_cnn_checkpoint
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "best.pt").write_bytes(ckpt.read_bytes())  # a deep.train run directory
+    argv = ["--checkpoint", str(run_dir), "--dataset", "digits", "--sigma", "0.5", "--n0", "10",
+            "--n", "50", "--n-per-class", "1", "--batch-size", "20", "--device", "cpu",
+            "--progress-interval", "0", "--out", str(tmp_path / "cert")]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err  # stderr is not a terminal here: plain lines, one per update
+    assert "certify: image 10/10 (100.0%)" in err
+    result = json.loads((tmp_path / "cert" / "certify.json").read_text())
+    assert result["checkpoint"] == str(run_dir / "best.pt")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("deep.certify.certify", interrupted)
+    with pytest.raises(SystemExit) as exc:
+        main(argv[:-1] + [str(tmp_path / "stopped")])
+    assert exc.value.code == 130
+    assert "certification interrupted; nothing was written" in capsys.readouterr().err
+    assert not (tmp_path / "stopped" / "certify.json").exists()
