@@ -43,11 +43,9 @@ import torch
 from scipy import special, stats
 from torch import Tensor, nn
 
-from deep.checkpoint import CheckpointError, model_from_checkpoint
 from deep.data import DATASET_NAMES, DatasetError, ImageSplit, load_dataset, stratified_indices
-from deep.evaluate import resolve_checkpoint
+from deep.evaluate import check_common_options, check_model_fits, load_cli_model
 from deep.metrics import classwise_accuracy, summarise_per_class
-from deep.models import CheckpointMismatchError
 from deep.plots import plot_classwise
 from deep.progress import Progress, add_progress_options
 from deep.results import atomic_write_text
@@ -382,14 +380,7 @@ def _validate(parser, args) -> list[float]:
         parser.error(f"--n0 and --n must be >= 1, got {args.n0} and {args.n}")
     if not (0 < args.alpha < 1):
         parser.error(f"--alpha must be in (0, 1), got {args.alpha}")
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.n_per_class is not None and args.n_per_class < 1:
-        parser.error(f"--n-per-class must be >= 1, got {args.n_per_class}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    if not args.progress_interval >= 0:
-        parser.error(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
+    check_common_options(parser, args)
     try:
         return _parse_radii(args.radii)
     except ValueError as exc:
@@ -397,25 +388,12 @@ def _validate(parser, args) -> list[float]:
 
 
 def _load(parser, args):
-    try:
-        args.checkpoint = resolve_checkpoint(args.checkpoint)
-    except ValueError as exc:
-        parser.error(f"--checkpoint: {exc}")
-    try:
-        model, _ = model_from_checkpoint(args.checkpoint, map_location="cpu")
-    except (CheckpointError, CheckpointMismatchError) as exc:
-        parser.error(f"--checkpoint {args.checkpoint}: {exc}")
+    model, args.checkpoint, config = load_cli_model(parser, args.checkpoint)
     try:
         data = load_dataset(args.dataset, args.data_dir)
     except (DatasetError, ValueError) as exc:
         parser.error(f"--dataset {args.dataset}: {exc}")
-    config = dict(getattr(model, "model_config", {}) or {})
-    for field, expected in (("num_classes", data.num_classes), ("in_channels", data.in_channels)):
-        if field in config and config[field] != expected:
-            parser.error(
-                f"--checkpoint {args.checkpoint}: model has {field}={config[field]} but "
-                f"{args.dataset} has {field}={expected}"
-            )
+    check_model_fits(parser, args.checkpoint, config, data)
     split, indices = data.test, np.arange(len(data.test))
     if args.n_per_class is not None:
         try:

@@ -67,6 +67,9 @@ __all__ = [
     "evaluate_cifar10c",
     "build_final_json",
     "check_budget",
+    "check_common_options",
+    "check_model_fits",
+    "load_cli_model",
     "final_csv_text",
     "resolve_checkpoint",
     "write_final_json",
@@ -564,6 +567,47 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_common_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 naming the option: ``--batch-size``, ``--n-per-class``, ``--threads`` and
+    ``--progress-interval`` of a command that evaluates a checkpoint on a test split."""
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.n_per_class is not None and args.n_per_class < 1:
+        parser.error(f"--n-per-class must be >= 1, got {args.n_per_class}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if not args.progress_interval >= 0:
+        parser.error(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
+
+
+def load_cli_model(parser: argparse.ArgumentParser, checkpoint) -> tuple[nn.Module, Path, dict]:
+    """``(model, checkpoint file, model_config)`` for ``--checkpoint`` (a file or a run
+    directory); exit 2 naming the file when it is missing, corrupt or does not fit."""
+    try:
+        path = resolve_checkpoint(checkpoint)
+    except ValueError as exc:
+        parser.error(f"--checkpoint: {exc}")
+    try:
+        model, _ = model_from_checkpoint(path, map_location="cpu")
+    except (CheckpointError, CheckpointMismatchError) as exc:
+        parser.error(f"--checkpoint {path}: {exc}")
+    return model, path, dict(getattr(model, "model_config", {}) or {})
+
+
+def check_model_fits(parser: argparse.ArgumentParser, checkpoint, config: Mapping, data) -> None:
+    """Exit 2 when the checkpoint's class count, channels or image size differ from ``data``'s."""
+    for field, expected in (
+        ("num_classes", data.num_classes),
+        ("in_channels", data.in_channels),
+        ("image_size", data.image_size),
+    ):
+        if field in config and config[field] != expected:
+            parser.error(
+                f"--checkpoint {checkpoint}: model has {field}={config[field]} but "
+                f"{data.name} has {field}={expected}; is it a checkpoint for another dataset?"
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """CLI entry point; returns the final.json dict. Ctrl-C exits with status 130."""
     with exit_on_interrupt("evaluation", note="; nothing was written"):
@@ -575,14 +619,7 @@ def _main(argv: Sequence[str] | None) -> dict:
     args = parser.parse_args(argv)
 
     attacks = _parse_list(parser, args.attacks, "--attacks", ATTACK_NAMES)
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.n_per_class is not None and args.n_per_class < 1:
-        parser.error(f"--n-per-class must be >= 1, got {args.n_per_class}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    if not args.progress_interval >= 0:
-        parser.error(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
+    check_common_options(parser, args)
     try:
         device = torch.device(args.device)
     except RuntimeError as exc:
@@ -613,31 +650,14 @@ def _main(argv: Sequence[str] | None) -> dict:
             else list(CIFAR10C_SEVERITIES)
         )
 
-    try:
-        args.checkpoint = resolve_checkpoint(args.checkpoint)
-    except ValueError as exc:
-        parser.error(f"--checkpoint: {exc}")
-    try:
-        model, _ = model_from_checkpoint(args.checkpoint, map_location="cpu")
-    except (CheckpointError, CheckpointMismatchError) as exc:
-        parser.error(f"--checkpoint {args.checkpoint}: {exc}")
-    config = dict(getattr(model, "model_config", {}) or {})
+    model, args.checkpoint, config = load_cli_model(parser, args.checkpoint)
     apply_thread_policy(args.threads, device, config.get("name"))
 
     try:
         data = load_dataset(args.dataset, args.data_dir, download=args.download)
     except DatasetError as exc:
         parser.error(f"--dataset {args.dataset}: {exc}")
-    for field, expected in (
-        ("num_classes", data.num_classes),
-        ("in_channels", data.in_channels),
-        ("image_size", data.image_size),
-    ):
-        if field in config and config[field] != expected:
-            parser.error(
-                f"--checkpoint {args.checkpoint}: model has {field}={config[field]} but "
-                f"{args.dataset} has {field}={expected}; is it a checkpoint for another dataset?"
-            )
+    check_model_fits(parser, args.checkpoint, config, data)
 
     eps, step_size = data.attack_budget(args.norm, args.eps, args.step_size)
     try:
