@@ -23,6 +23,7 @@ from pathlib import Path
 
 from deep.runtime import DefaultsHelpFormatter
 from paper_figures.common import DEFAULT_OUT, DEFAULT_RUNS_DIR
+from paper_figures.runs import RunError, main_with_errors
 
 __all__ = ["SCRIPTS", "Script", "main"]
 
@@ -83,6 +84,7 @@ def _all_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="run cache")
     p.add_argument("--dataset", default=None, help="data set of the deep scripts")
     p.add_argument("--data-dir", default=None, help="data folder")
+    p.add_argument("--download", action="store_true", help="fetch missing data files")
     p.add_argument("--seeds", default=None, help="comma-separated seeds")
     p.add_argument("--device", default=None, help="torch device of the deep scripts")
     p.add_argument("--epochs", type=int, default=None, help="epochs of runs from scratch")
@@ -143,6 +145,8 @@ def _script_argv(script: Script, args: argparse.Namespace) -> list[str]:
                 argv += [f"--{option.replace('_', '-')}", str(value)]
         if args.autoattack is not None:
             argv.append("--autoattack" if args.autoattack else "--no-autoattack")
+        if args.download:
+            argv.append("--download")
     return argv
 
 
@@ -162,6 +166,9 @@ def run_all(argv: Sequence[str]) -> int:
             status = exc.code if isinstance(exc.code, int) else 1
         except KeyboardInterrupt:
             raise
+        except RunError as exc:  # a failed training run: deep.train's message, one line
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            status = 1
         except Exception:  # keep going; report at the end
             traceback.print_exc()
             status = 1
@@ -199,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               + ", ".join(_by_name()), file=sys.stderr)  # fmt: skip
         return 2
     module = importlib.import_module(f"paper_figures.{command}")
-    return module.main(rest)
+    return main_with_errors(lambda: module.main(rest))
 
 
 if __name__ == "__main__":

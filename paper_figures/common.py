@@ -75,6 +75,11 @@ def build_parser(name: str, description: str, *, deep: bool = True) -> argparse.
     )
     parser.add_argument("--data-dir", default=None, help="data folder (CIFAR: the python version)")
     parser.add_argument(
+        "--download",
+        action="store_true",
+        help="let deep.train fetch missing data files into --data-dir (checksums verified)",
+    )
+    parser.add_argument(
         "--seeds",
         default=None,
         help="comma-separated seeds (default: 0,1,2 where methods are compared; 0 with --quick)",
@@ -162,6 +167,7 @@ def parse_args(
         train_per_class=args.train_per_class,
         test_per_class=args.test_per_class,
         norm=args.norm,
+        download=bool(args.download),
     )
     return args
 
@@ -179,6 +185,7 @@ class Profile:
     train_per_class: int | None = None
     test_per_class: int | None = None
     norm: str = "linf"
+    download: bool = False
 
     @property
     def is_cifar(self) -> bool:
@@ -256,7 +263,9 @@ class Profile:
         epochs = self.scratch_epochs if epochs is None else epochs
         if epochs is not None:
             argv += ["--epochs", str(epochs)]
-        return RunSpec(f"{name or method}-s{seed}", tuple(argv) + tuple(extra))
+        return RunSpec(
+            f"{name or method}-s{seed}", tuple(argv) + tuple(extra), download=self.download
+        )
 
     def faal_finetune(
         self,
@@ -275,7 +284,12 @@ class Profile:
         if method.startswith("faal"):
             argv += ["--tau", repr(self.faal_tau if tau is None else float(tau))]
         label = name or method
-        return RunSpec(f"{label}-from-{base.name}", tuple(argv) + tuple(extra), init=base)
+        return RunSpec(
+            f"{label}-from-{base.name}",
+            tuple(argv) + tuple(extra),
+            init=base,
+            download=self.download,
+        )
 
     def frl_finetune(
         self,
@@ -296,7 +310,12 @@ class Profile:
         if delta is not None:
             argv += ["--frl-delta", repr(float(delta))]
         label = name or (method if delta is None else f"{method}-{delta:g}")
-        return RunSpec(f"{label}-from-{base.name}", tuple(argv) + tuple(extra), init=base)
+        return RunSpec(
+            f"{label}-from-{base.name}",
+            tuple(argv) + tuple(extra),
+            init=base,
+            download=self.download,
+        )
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence]) -> Path:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from paper_figures.common import build_parser, parse_args, write_csv
+from paper_figures.runs import main_with_errors
 from paper_figures.style import new_figure, save_figure
 from theory.dro import coverage_lower_bound, solve_kl_dro
 
@@ -126,4 +127,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_errors(main))

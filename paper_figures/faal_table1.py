@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 
 from paper_figures import faal_tables
+from paper_figures.runs import main_with_errors
 
 __all__ = ["main"]
 
@@ -16,4 +17,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_errors(main))

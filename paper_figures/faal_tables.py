@@ -46,7 +46,7 @@ from paper_figures.aggregate import (
 )
 from paper_figures.common import Profile, build_parser, make_logger, parse_args, write_csv
 from paper_figures.faal import FinetuneRow, accuracy_keys, finetune_rows
-from paper_figures.runs import RunError, RunSpec, ensure_run, read_final
+from paper_figures.runs import RunError, RunSpec, ensure_run, main_with_errors, read_final
 
 __all__ = ["TABLES", "TableRow", "table_rows", "main"]
 
@@ -273,4 +273,4 @@ def main(argv: Sequence[str] | None = None, *, table: int | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_errors(main))

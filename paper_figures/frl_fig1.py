@@ -26,7 +26,7 @@ import numpy as np
 
 from paper_figures.aggregate import per_class_error, per_class_over_seeds, write_markdown
 from paper_figures.common import build_parser, make_logger, parse_args, write_csv
-from paper_figures.runs import ensure_run, read_final
+from paper_figures.runs import ensure_run, main_with_errors, read_final
 from paper_figures.style import (
     METRIC_COLORS,
     class_ticks,
@@ -154,4 +154,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_errors(main))

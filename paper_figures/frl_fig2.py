@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from paper_figures.common import DEFAULT_RUNS_DIR, build_parser, make_logger, parse_args, write_csv
-from paper_figures.runs import RunError
+from paper_figures.runs import RunError, main_with_errors
 from paper_figures.style import BINARY_CLASS_COLORS, new_figure, save_figure
 
 __all__ = ["ensure_sim_run", "main"]
@@ -160,4 +160,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_errors(main))

@@ -30,7 +30,7 @@ import numpy as np
 
 from paper_figures.aggregate import per_class_error
 from paper_figures.common import Profile, build_parser, make_logger, parse_args, write_csv
-from paper_figures.runs import RunSpec, ensure_run, mean_std, read_final
+from paper_figures.runs import RunSpec, ensure_run, main_with_errors, mean_std, read_final
 from paper_figures.style import METRIC_COLORS, new_figure, save_figure
 
 __all__ = ["WEIGHT_RATIOS", "EPS_RATIOS", "run_spec", "main"]
@@ -136,4 +136,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_errors(main))

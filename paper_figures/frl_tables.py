@@ -25,7 +25,7 @@ import numpy as np
 
 from paper_figures.aggregate import error, format_pm, over_seeds, render_table, write_markdown
 from paper_figures.common import Profile, build_parser, make_logger, parse_args, write_csv
-from paper_figures.runs import RunSpec, ensure_run, read_final
+from paper_figures.runs import RunSpec, ensure_run, main_with_errors, read_final
 from paper_figures.style import method_color, new_figure, save_figure
 
 __all__ = ["ROWS", "row_specs", "main"]
@@ -133,4 +133,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_errors(main))

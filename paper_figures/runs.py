@@ -24,6 +24,8 @@ import hashlib
 import json
 import math
 import os
+import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ __all__ = [
     "ensure_certified",
     "ensure_run",
     "ensure_runs",
+    "main_with_errors",
     "read_final",
     "read_metrics",
     "read_class_weight_steps",
@@ -55,11 +58,14 @@ class RunSpec:
         argv: ``deep.train`` options that define the run (never ``--out``, ``--resume``,
             ``--init``, ``--quiet`` or ``--device``: those are added by :func:`ensure_run`).
         init: fine-tune from this run's evaluated checkpoint (``--init``), or None (from scratch).
+        download: add ``--download`` (fetch missing data files; not part of :attr:`key`).
     """
 
     name: str
     argv: tuple[str, ...]
     init: RunSpec | None = field(default=None)
+    #: pass ``--download`` (fetch missing data files); not part of the run's identity
+    download: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         reserved = {"--out", "--resume", "--init", "--quiet", "--device"}
@@ -82,6 +88,39 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _error_line(log_path: Path) -> str:
+    """deep.train's own message: the argparse ``error:`` line, else the log's last line."""
+    try:
+        lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return "(no log)"
+    errors = [ln.split("error: ", 1)[1] for ln in lines if "error: " in ln]
+    if errors:
+        return errors[-1]
+    lines = [ln for ln in lines if ln]
+    return lines[-1] if lines else "(empty log)"
+
+
+def _set_aside(run_dir: Path, runs_dir: Path) -> Path:
+    """Move a failed run out of the cache, to ``<runs_dir>/failed/<its key>`` (replacing an
+    older failure), so that no later script reuses or resumes it; return where it went."""
+    failed = runs_dir / "failed" / run_dir.name
+    if failed.exists():
+        shutil.rmtree(failed)
+    failed.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(run_dir, failed)
+    return failed
+
+
+def main_with_errors(main: Callable[[], int]) -> int:
+    """Run a script's ``main()``; a :class:`RunError` becomes one ``error:`` line and status 1."""
+    try:
+        return main()
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
 
 
 def read_final(run_dir: str | os.PathLike) -> dict:
@@ -174,6 +213,8 @@ def ensure_run(
     resuming = (run_dir / "last.pt").exists()
     argv += ["--resume", str(run_dir)] if resuming else ["--out", str(run_dir)]
     argv += ["--quiet"]
+    if spec.download and not resuming:
+        argv += ["--download"]
     if device is not None:
         argv += ["--device", device]
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -197,9 +238,11 @@ def ensure_run(
     if status == 130:
         raise KeyboardInterrupt
     if status != 0 or not (run_dir / "final.json").exists():
+        message = _error_line(log_path)
+        kept = _set_aside(run_dir, runs_dir)
         raise RunError(
-            f"deep.train failed for {run_dir} (exit status {status}); end of {log_path}:\n"
-            + _tail(log_path)
+            f"deep.train failed for {spec.name} (exit status {status}): {message} "
+            f"(log: {kept / 'train.log'})"
         )
     if log is not None:
         log(f"  done in {time.perf_counter() - start:.1f}s")

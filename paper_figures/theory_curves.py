@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from paper_figures.common import build_parser, parse_args, write_csv
+from paper_figures.runs import main_with_errors
 from paper_figures.style import BINARY_CLASS_COLORS, new_figure, save_figure
 from theory.gaussian import Mixture
 
@@ -136,4 +137,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_errors(main))

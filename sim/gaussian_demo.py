@@ -73,6 +73,13 @@ COVERAGE_LOSSES = (0.2, 0.5, 0.9)
 # ---------------------------------------------------------------------------------------------
 
 
+#: ``--quick``: the sizes of a seconds-long smoke run (options given explicitly win).
+QUICK_SIZES = dict(
+    n_train=2_000, n_proj=20_000, n_mitigation=5_000, n_test=20_000, mlp_train=400,
+    mlp_test=5_000, mlp_epochs=30, pgd_steps=5, coverage_trials=200,
+)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sim.gaussian_demo",
@@ -143,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--confidence", type=float, default=0.95, help="confidence level of the CIs")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same numbers)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: a seconds-long smoke run")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes for a seconds-long smoke run; size options given explicitly are kept",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -157,10 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _parse(argv) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.quick:
-        args.n_train, args.n_proj, args.n_mitigation, args.n_test = 2_000, 20_000, 5_000, 20_000
-        args.mlp_train, args.mlp_test, args.mlp_epochs, args.pgd_steps = 400, 5_000, 30, 5
-        args.coverage_trials = 200
+    if args.quick:  # quick sizes replace the defaults; sizes given explicitly are kept
+        parser.set_defaults(**QUICK_SIZES)
+        args = parser.parse_args(argv)
     for name in ("n_train", "n_proj", "n_mitigation", "n_test", "mlp_train", "mlp_test"):
         if getattr(args, name) < 2:
             parser.error(f"--{name.replace('_', '-')} must be >= 2, got {getattr(args, name)}")

@@ -184,10 +184,36 @@ def test_ensure_run_resumes_a_run_without_final_json(cache):
     assert read_final(run_dir)["results"] == before["results"]  # same model, same attack seeds
 
 
-def test_ensure_run_reports_a_failing_run_with_its_log(cache):
-    bad = RunSpec("bad", ("--dataset", "digits", "--method", "pgd-at", "--epochs", "0"))
-    with pytest.raises(RunError, match="--epochs must be >= 1"):
-        ensure_run(bad, cache, log=None)
+def test_a_failing_run_is_one_line_with_deep_trains_message_and_leaves_the_cache(tmp_path, capsys):
+    """A script whose deep.train run fails (here: CIFAR-10 files that are not there) prints one
+    line with deep.train's own message, not a traceback nor deep.train's usage; the failed run
+    is set aside (runs-dir/failed/) so nothing reuses or resumes it; --download and --data-dir
+    reach deep.train."""
+    from paper_figures import frl_fig1
+    from paper_figures.runs import main_with_errors
+
+    runs = tmp_path / "runs"
+    argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "nonexistent"), "--seeds", "0",
+            "--runs-dir", str(runs), "--out", str(tmp_path / "out"), "--quiet"]  # fmt: skip
+    assert main_with_errors(lambda: frl_fig1.main(argv)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: deep.train failed for natural-s0")
+    assert "missing file(s)" in err[0] and "usage" not in err[0] and "Traceback" not in err[0]
+    assert [p.name for p in runs.iterdir()] == ["failed"]  # nothing left to reuse or resume
+    (failed,) = (runs / "failed").iterdir()
+    command = (failed / "train.log").read_text().splitlines()[0]
+    assert f"--data-dir {tmp_path / 'nonexistent'}" in command and "--download" not in command
+    assert str(failed / "train.log") in err[0]
+
+    # --download is passed through (the digits data set is bundled: nothing to fetch).
+    spec = RunSpec("dl", ("--dataset", "digits", "--method", "pgd-at", "--epochs", "0"),
+                   download=True)  # fmt: skip
+    assert spec.key == RunSpec("dl", spec.argv).key  # not part of the run's identity
+    with pytest.raises(RunError, match="--epochs must be >= 1") as exc:
+        ensure_run(spec, runs, log=None)
+    assert "\n" not in str(exc.value)
+    command = (runs / "failed" / spec.key / "train.log").read_text().splitlines()[0]
+    assert command.endswith("--quiet --download")
 
 
 def test_run_spec_refuses_reserved_options():

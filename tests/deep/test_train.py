@@ -156,6 +156,33 @@ def test_faal_weights_solve_the_dro_of_the_batch_margins(digits, count_weighted)
     assert float(trainer.last_loss) == pytest.approx(10 / 24 * np.sum(w[labels] * ce), rel=1e-4)
 
 
+@pytest.mark.parametrize("method", ["faal-trades", "faal-mart"])
+def test_faal_trades_and_mart_take_the_statistic_from_the_adversarial_logits(digits, method):
+    """FAAL Alg. 1 line 11: the class statistic is the softmax margin of f(x_adv), also when the
+    objective (TRADES, MART) needs the clean logits too; the clean logits' margins would give
+    other weights, so feeding them fails this test."""
+    trainer = make_trainer(digits, "--method", method, "--attack-steps", "3", "--tau", "0.3")
+    reference = copy.deepcopy(trainer.model)
+    gen = torch.Generator().manual_seed(5)
+    trainer.attack_gen.set_state(gen.get_state())
+    x, y = first_batch(digits, batch_size=24, seed=2)
+
+    trainer.train_step(x, y)
+
+    x_adv = trades_attack(reference, x, eps=0.1, step_size=0.025, steps=3, generator=gen)
+    reference.train()
+    labels = y.numpy()
+
+    def weights_from(inputs):
+        margins = _softmax_margin_numpy(reference(inputs).detach().double().numpy(), labels)
+        stats = [margins[labels == c].mean() if np.any(labels == c) else -1.0 for c in range(10)]
+        return solve_kl_dro(np.array(stats), 0.3)
+
+    got = trainer.last_weights.double().numpy()
+    np.testing.assert_allclose(got, weights_from(x_adv), atol=2e-5)
+    assert np.abs(got - weights_from(x)).max() > 1e-3  # the clean logits would differ
+
+
 def test_faal_ce_statistic_solves_the_dro_of_the_batch_cross_entropies(digits):
     """--faal-statistic ce (FAAL supp. Fig. 1): class means of CE(adv), an absent class gets 0."""
     trainer = make_trainer(

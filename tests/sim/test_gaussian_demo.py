@@ -69,6 +69,7 @@ def test_same_seed_same_numbers(tmp_path, capsys):
         (["--eps", "2.0"], "--eps"),
         (["--eps", "0.3", "--eta", "0.2"], "--eps"),
         (["--n-test", "1"], "--n-test"),
+        (["--quick", "--n-test", "1"], "--n-test"),
         (["--n-train", "0"], "--n-train"),
         (["--sigma", "-1"], "--sigma"),
         (["--no-such-option"], "--no-such-option"),
@@ -81,6 +82,14 @@ def test_bad_options_exit_2_naming_the_option(argv, option, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert option in err
+
+
+def test_quick_keeps_sizes_given_explicitly():
+    args = gaussian_demo._parse(["--quick", "--n-test", "500", "--coverage-trials", "7"])
+    assert args.n_test == 500 and args.coverage_trials == 7
+    assert args.n_train == gaussian_demo.QUICK_SIZES["n_train"]  # the rest: quick sizes
+    full = gaussian_demo._parse([])
+    assert full.n_test == 200_000 and full.n_train == 20_000
 
 
 def test_custom_setting_replaces_the_defaults(tmp_path):

@@ -112,3 +112,36 @@ def test_uniform_frl_objective_is_plain_robust_training():
     frozen = FRLSettings(alpha1=0.0, alpha2=0.0, stages=1, rounds_per_stage=2)
     res = run_mitigations(s, y, sv, yv, d=100, eps=eps, settings=frozen, methods=("frl-rwrm",))
     assert res["frl-rwrm"]["b"] == pytest.approx(fit_plain_robust(s, y, d=100, eps=eps))
+
+
+@pytest.mark.parametrize("mode", ["rw", "rwrm"])
+def test_frl_update_receives_the_class_standard_and_boundary_errors(monkeypatch, mode):
+    """Each round's multiplier update gets, in this order, the validation standard error and the
+    boundary error (misclassified under attack, correct without: FRL Eq. 7) of the current
+    intercept, computed here from their definitions; robust errors, or the two swapped, fail."""
+    import sim.mitigation as M
+
+    m, eps = HIGHDIM
+    d = int(m.d)
+    rng = np.random.default_rng(3)
+    s, y = sample_projections(m, 4000, rng)
+    sv, yv = sample_projections(m, 3000, rng)
+    seen = []
+    real = M.update_multipliers
+
+    def spy(multipliers, std_err, bndy_err, **kw):
+        seen.append((np.array(std_err), np.array(bndy_err)))
+        return real(multipliers, std_err, bndy_err, **kw)
+
+    monkeypatch.setattr(M, "update_multipliers", spy)
+    settings = FRLSettings(stages=2, rounds_per_stage=3)
+    _, history = M.fit_frl(s, y, sv, yv, d=d, eps=eps, mode=mode, settings=settings)
+    intercepts = [M.fit_plain_robust(s, y, d=d, eps=eps)] + history["b"][:-1]
+    assert len(seen) == len(intercepts) == 6
+    for b, (std_err, bndy_err) in zip(intercepts, seen):
+        margin = yv * (sv + b)  # 1.x + b on the projections, signed by the label
+        for i, c in enumerate((-1, 1)):
+            cls = margin[yv == c]
+            assert std_err[i] == pytest.approx(np.mean(cls <= 0), abs=1e-12)
+            assert bndy_err[i] == pytest.approx(np.mean((cls > 0) & (cls <= d * eps)), abs=1e-12)
+        assert np.any(bndy_err != std_err)

@@ -81,3 +81,73 @@ def test_bad_input_is_refused():
         update_multipliers(Multipliers.zeros(2), [0, 0], [0, 0], mode="rw", **{**HP, "alpha1": -1})
     with pytest.raises(ValueError, match="lim"):
         update_multipliers(Multipliers.zeros(2), [0, 0], [0, 0], mode="rw", **{**HP, "lim": 0})
+
+
+# ------------------------------------------------------------------------------------------------
+# Against a literal port of the official FRL update (torch, as the reference code runs it)
+# ------------------------------------------------------------------------------------------------
+def _official_update(lam, class_clean_err, class_bndy_err, total_clean, total_bndy, hp, lim):
+    """The reference code's epoch-start update, ported line by line for C classes: gaps from the
+    class errors minus the total errors, lambda0/lambda1 step then clip-and-rescale
+    (normalize_lambda), lambda2 unclipped; weights from cost_sensitive's double loop."""
+    import torch
+
+    C = class_clean_err.shape[0]  # noqa: N806
+    gamma0 = class_clean_err - total_clean - hp["delta0"]
+    gamma1 = class_bndy_err - total_bndy - hp["delta1"]
+    lmbda0 = lam[0:C] + hp["alpha1"] * torch.clamp(gamma0, min=-1000)
+    lmbda1 = lam[C : 2 * C] + hp["alpha1"] * 2 * torch.clamp(gamma1, min=-1000)
+    lmbda2 = lam[2 * C : 3 * C] + hp["alpha2"] * gamma1
+
+    def normalize_lambda(lmb):
+        lmb = torch.clamp(lmb, min=0)
+        if torch.sum(lmb) > lim:
+            lmb = lim * lmb / torch.sum(lmb)
+        return lmb
+
+    lmbda0, lmbda1 = normalize_lambda(lmbda0), normalize_lambda(lmbda1)
+
+    def cost_sensitive(ll):
+        diff = torch.ones(C, dtype=ll.dtype) / C
+        for i in range(C):
+            for j in range(C):
+                diff[i] = diff[i] + ((C - 1) / C * ll[i] if j == i else -1 / C * ll[j])
+        return diff
+
+    diff2 = torch.clamp(torch.exp(2 * lmbda2), min=0.98, max=3.0)
+    return lmbda0, lmbda1, lmbda2, cost_sensitive(lmbda0), cost_sensitive(lmbda1), diff2
+
+
+def test_update_matches_a_literal_port_of_the_official_code_on_random_vectors():
+    """100 random cases: C classes, a balanced validation set of m images per class (so the
+    official total error, a sample mean, is the class mean), random earlier multipliers, random
+    rates; every multiplier, both weight vectors and the remargin factors agree."""
+    import torch
+
+    rng = np.random.default_rng(2021)
+    for case in range(100):
+        C = int(rng.integers(2, 13))  # noqa: N806
+        m = int(rng.integers(5, 300))
+        clean_correct = rng.integers(0, m + 1, C)
+        adv_correct = np.minimum(clean_correct, rng.integers(0, m + 1, C))
+        std = 1 - clean_correct / m
+        bndy = clean_correct / m - adv_correct / m
+        total_clean = 1 - clean_correct.sum() / (C * m)
+        total_bndy = (clean_correct.sum() - adv_correct.sum()) / (C * m)
+        hp = dict(delta0=rng.uniform(0, 0.1), delta1=rng.uniform(0, 0.1),
+                  alpha1=rng.uniform(0, 0.5), alpha2=rng.uniform(0, 2))  # fmt: skip
+        lim = float(rng.uniform(0.05, 0.95))
+        lam = [rng.uniform(0, 1, C) * rng.uniform(0, lim) / C for _ in range(2)]
+        lam.append(rng.normal(0, 0.3, C))
+        got = update_multipliers(Multipliers(*lam), std, bndy, mode="rwrm", lim=lim, **hp)
+
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+        ref = _official_update(
+            t(np.concatenate(lam)), t(std), t(bndy), float(total_clean), float(total_bndy), hp, lim
+        )
+        ours = (*got, multiplier_weights(got.lambda0), multiplier_weights(got.lambda1),
+                remargin_eps(1.0, got.lambda2, clamp=(0.98, 3.0)))  # fmt: skip
+        for name, a, b in zip(("lambda0", "lambda1", "lambda2", "w0", "w1", "eps"), ours, ref):
+            np.testing.assert_allclose(
+                a, b.numpy(), rtol=1e-12, atol=1e-14, err_msg=f"{case} {name}"
+            )
