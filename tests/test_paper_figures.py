@@ -426,6 +426,18 @@ def test_every_table_row_is_a_valid_deep_train_command(dataset):
     assert seen > 50
     wrn = faal_tables.table_rows(profile, 3)[0].specs[0].argv
     assert ("--model" in wrn) == (dataset != "fashion-mnist")
+    # CFA and WAT rows of Tables 1, 4, 5, 6; CFA's evaluate the FAWA model
+    for table, keys in ((1, {"cfa-trades", "wat-trades"}), (4, {"cfa-at", "cfa-trades",
+                        "wat-trades"}), (5, {"cfa-at", "wat-trades"}),
+                        (6, {"cfa-trades", "wat-trades"})):  # fmt: skip
+        rows = [r for r in faal_tables.table_rows(profile, table) if r.key in keys]
+        assert {r.key for r in rows} == keys
+        for row in rows:
+            argv = row.specs[0].argv
+            assert ("fawa" in argv) == row.key.startswith("cfa")
+            assert (row.epochs == "2") == (table == 5) and (row.specs[0].init is None) != (
+                table == 5
+            )
     # rows whose point is the end of training evaluate last.pt, not an earlier best.pt
     for table, wanted in ((6, lambda row: row.label in ("FAAL_AT", "FAAL_TRADES")),
                           (5, lambda row: row.key == "faal-at")):  # fmt: skip
