@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from deep.attacks import NORMS
 from deep.data import DATASET_NAMES, FRL_VAL_PER_CLASS
 from deep.evaluate import ATTACK_NAMES, check_budget
+from deep.methods.frl import FRL_STEP_RULES, FRL_UPDATE_AT
 from deep.models import MODEL_NAMES
 from deep.presets import METHOD_NAMES, PRESETS
 from deep.progress import DEFAULT_INTERVAL_S
@@ -95,6 +96,8 @@ RESUME_OVERRIDABLE = frozenset(
 #: Options added after runs were first written: the value an older config.json implies.
 ADDED_OPTION_DEFAULTS = {
     "faal_statistic": "margin",
+    "frl_step_rule": "fixed",
+    "frl_update_at": "epoch-end",
     "final_checkpoint": "best",
     "class_boundary_weight": None,
     "class_eps_scale": None,
@@ -328,6 +331,21 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="cap on per-class eps (default: 2x the dataset eps = 16/255 on CIFAR)",
+    )
+    add(
+        "--frl-step-rule",
+        default="fixed",
+        choices=FRL_STEP_RULES,
+        help="Remargin attack step: the dataset's --step-size (fixed) or, as the FRL reference "
+        "code, the largest per-class eps in the batch / 4 (batch-max)",
+    )
+    add(
+        "--frl-update-at",
+        default="epoch-end",
+        choices=FRL_UPDATE_AT,
+        help="update the multipliers after each epoch's validation (epoch-end) or, as the FRL "
+        "reference code, at the start of each epoch, so the first epoch is already reweighted "
+        "(epoch-start)",
     )
     add("--baseline-boost", type=float, default=2.0, help="baseline-reweight: worst-class factor")
 

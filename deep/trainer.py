@@ -255,6 +255,19 @@ class Trainer:
             "method": _state_hash(self.method.state_dict()),
         }
 
+    def update_before_training(self) -> dict:
+        """Validate the initial model and let the method update once before the first epoch
+        (FRL's reference order, ``--frl-update-at epoch-start``); returns the method's record."""
+        validation = self.evaluate(self.dataset.val, ("clean", "pgd20"), seed=self.cfg["seed"])
+        cfg, lr = self.cfg, self.optimizer.param_groups[0]["lr"]
+        end = EpochEnd(
+            epoch=-1, lr=lr, base_lr=cfg["lr"], model=self.model, validation=validation,
+            val=self.dataset.val, ctx=self.ctx, seed=cfg["seed"],
+            eval_batch_size=cfg["eval_batch_size"], eps=self.eps, step_size=self.step_size,
+            attack_steps=cfg["attack_steps"],
+        )  # fmt: skip
+        return self.method.epoch_end(end)
+
     def finish_epoch(self, *, lr: float, class_eps: list[float]) -> tuple[dict, list]:
         """End the epoch: read its metrics, validate, let the method update (``epoch_end``), step
         the schedule. Returns the metrics.jsonl record (without the epoch time) and the per-step
