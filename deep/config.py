@@ -13,8 +13,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from deep.attacks import NORMS
 from deep.data import DATASET_NAMES, FRL_VAL_PER_CLASS
-from deep.evaluate import ATTACK_NAMES
+from deep.evaluate import ATTACK_NAMES, check_budget
 from deep.methods.frl import FRL_STEP_RULES, FRL_UPDATE_AT
 from deep.models import MODEL_NAMES
 from deep.presets import METHOD_NAMES, PRESETS
@@ -26,6 +27,7 @@ __all__ = [
     "ADDED_OPTION_DEFAULTS",
     "DATASET_DEFAULTS",
     "DEFAULT_FINAL_ATTACKS",
+    "DEFAULT_SIGMA",
     "FINAL_CHECKPOINTS",
     "RESUME_OVERRIDABLE",
     "SCHEDULES",
@@ -108,7 +110,13 @@ ADDED_OPTION_DEFAULTS = {
     "dafa_lambda": None,
     "dafa_warmup": None,
     "dafa_min_weight": 0.05,
+    "norm": "linf",
+    "sigma": None,
 }
+
+#: Noise level of ``--method gaussian-noise`` when ``--sigma`` is not given (Cohen et al. train
+#: with 0.12, 0.25, 0.5 and 1.0 on CIFAR-10).
+DEFAULT_SIGMA = 0.25
 
 #: Method options and the weighting (``deep.presets``) they belong to.
 METHOD_OPTIONS = {
@@ -263,10 +271,32 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="seed of initialisation, shuffling and attacks")
 
     section("training attack")
-    add("--eps", type=float, default=None, help="l_inf budget, [0,1] scale (default: per dataset)")
-    add("--step-size", type=float, default=None, help="attack step (default: per dataset)")
+    add(
+        "--norm",
+        default="linf",
+        choices=NORMS,
+        help="threat model of the training attack and of every evaluation (FRL App. A.1.2)",
+    )
+    add(
+        "--eps",
+        type=float,
+        default=None,
+        help="budget, [0,1] pixel scale (default: per dataset; l_2: 0.5 CIFAR, 1.0 Fashion-MNIST)",
+    )
+    add(
+        "--step-size",
+        type=float,
+        default=None,
+        help="attack step (default: l_inf per dataset; l_2 eps/5)",
+    )
     add("--attack-steps", type=int, default=10, help="attack iterations")
     add("--beta", type=float, default=None, help="KL weight of TRADES/MART/FRL (default: preset)")
+    add(
+        "--sigma",
+        type=float,
+        default=None,
+        help=f"--method gaussian-noise: noise std on the [0,1] scale (default {DEFAULT_SIGMA})",
+    )
 
     section("FAAL")
     add("--tau", type=float, default=0.5, help="KL(u||w) budget of the class-weight DRO")
@@ -544,14 +574,25 @@ def resolve_config(
     _check(parser, cfg["weight_decay"] >= 0, "--weight-decay must be >= 0")
     _check(parser, args.lr_gamma > 0, f"--lr-gamma must be > 0, got {args.lr_gamma}")
     _check(parser, all(m >= 1 for m in milestones), "--milestones must be epochs >= 1")
-    _check(
-        parser, args.eps is None or 0 < args.eps <= 1, f"--eps must be in (0, 1], got {args.eps}"
-    )
+    _check(parser, args.eps is None or args.eps > 0, f"--eps must be > 0, got {args.eps}")
     _check(
         parser,
-        args.step_size is None or 0 < args.step_size <= 1,
-        f"--step-size must be in (0, 1], got {args.step_size}",
+        args.step_size is None or args.step_size > 0,
+        f"--step-size must be > 0, got {args.step_size}",
     )
+    try:
+        check_budget(1.0 if args.eps is None else args.eps, args.step_size or 1.0, args.norm)
+    except ValueError as exc:
+        parser.error(f"--eps/--step-size (--norm {args.norm}): {exc}")
+    if preset.attack == "gaussian":
+        cfg["sigma"] = DEFAULT_SIGMA if args.sigma is None else args.sigma
+        _check(
+            parser,
+            math.isfinite(cfg["sigma"]) and cfg["sigma"] > 0,
+            f"--sigma must be a finite number > 0, got {cfg['sigma']}",
+        )
+    else:
+        _check(parser, args.sigma is None, "--sigma needs --method gaussian-noise")
     _check(parser, args.attack_steps >= 1, f"--attack-steps must be >= 1, got {args.attack_steps}")
     _check(parser, cfg["beta"] >= 0, f"--beta must be >= 0, got {cfg['beta']}")
     _check(parser, math.isfinite(args.tau) and args.tau >= 0, f"--tau must be >= 0, got {args.tau}")

@@ -308,8 +308,8 @@ def _load_data(parser, cfg: dict, ctx: dd.DistContext) -> ImageDataset:
             class_ratio_vector(cfg.get(key), dataset.classes, "--" + key.replace("_", "-"))
         except ValueError as exc:
             parser.error(str(exc))
-    cfg["eps"] = dataset.eps if cfg["eps"] is None else cfg["eps"]
-    cfg["step_size"] = dataset.step_size if cfg["step_size"] is None else cfg["step_size"]
+    norm = cfg.get("norm", "linf")
+    cfg["eps"], cfg["step_size"] = dataset.attack_budget(norm, cfg["eps"], cfg["step_size"])
     if cfg["channels_last"] is None:
         cfg["channels_last"] = ctx.device.type == "cuda"
     if cfg["model"] is None and cfg["init"] and cfg["resume"] is None:
@@ -608,6 +608,7 @@ def _finish(cfg: dict, trainer: Trainer, dataset: ImageDataset, run_dir: Path, c
     final = build_final_json(
         dataset=dataset.name,
         model=cfg["model"],
+        norm=trainer.norm,
         eps=trainer.eps,
         step_size=trainer.step_size,
         classes=list(dataset.classes),
@@ -623,8 +624,8 @@ def _finish(cfg: dict, trainer: Trainer, dataset: ImageDataset, run_dir: Path, c
                    f"{cfg['method']}: class-wise test accuracy")  # fmt: skip
     _plot_weights(run_dir, dataset.classes)
     write_final_json(run_dir, final)
-    print(f"\n{cfg['method']} on {dataset.name} ({cfg['model']}, eps {trainer.eps:.4g}), "
-          f"{chosen.name}, class-wise test accuracy (%):")  # fmt: skip
+    print(f"\n{cfg['method']} on {dataset.name} ({cfg['model']}, {trainer.norm} eps "
+          f"{trainer.eps:.4g}), {chosen.name}, class-wise test accuracy (%):")  # fmt: skip
     print(format_table(final))
     print(f"\nrun directory: {run_dir}", flush=True)
     return 0

@@ -190,7 +190,7 @@ class CFAMethod(UniformWeighting):
         def correct(x, y, gen):
             x_adv = pgd_attack(
                 model, x, y, eps=end.eps, step_size=end.step_size, steps=end.attack_steps,
-                generator=gen,
+                generator=gen, norm=end.norm,
             )  # fmt: skip
             with torch.no_grad():
                 return (model(x_adv).argmax(1) == y).double()[:, None]
