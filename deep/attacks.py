@@ -1,7 +1,9 @@
-"""l_inf attacks in pixel space [0, 1]: PGD on cross-entropy, CW (logit margin), TRADES-KL.
+"""l_inf and l_2 attacks in pixel space [0, 1]: PGD on cross-entropy, CW (logit margin), TRADES-KL.
 
 * PGD (Madry et al., ICLR 2018, "Towards Deep Learning Models Resistant to Adversarial Attacks",
-  Eq. 2 and §2.1): ``x <- Proj(x + step_size * sign(grad_x CE))`` from a uniform random start.
+  Eq. 2 and §2.1): ``x <- Proj(x + step_size * sign(grad_x CE))`` from a uniform random start
+  (``norm="linf"``); with ``norm="l2"`` the step follows the l_2-normalised gradient,
+  ``x <- Proj(x + step_size * g / ||g||_2)``, and the random start is uniform in the l_2 ball.
 * CW-l_inf: the same iteration on the margin loss of Carlini & Wagner (IEEE S&P 2017, "Towards
   Evaluating the Robustness of Neural Networks", f_6), ``max_{j != y} z_j - z_y`` on the logits, as
   the CW-20 evaluation of the FAAL and TRADES code runs it.
@@ -12,7 +14,11 @@ Common behaviour (SPEC §3):
 
 * ``eps`` and ``step_size`` are floats or tensors of shape (B,) (per-sample budgets, e.g. FRL's
   class-wise eps), broadcast over (C, H, W).
-* Every iterate (and the result) lies in ``[max(x - eps, 0), min(x + eps, 1)]`` exactly.
+* ``norm="linf"`` (default): every iterate (and the result) lies in
+  ``[max(x - eps, 0), min(x + eps, 1)]`` exactly.
+* ``norm="l2"``: every iterate lies in the box [0, 1] and has ``||x_adv - x||_2 <= eps`` (up to
+  float rounding): the perturbation is scaled onto the ball, then clipped to the box. Clipping
+  moves every coordinate towards ``x`` (which lies in the box), so it never leaves the ball.
 * The model is put in eval mode during the attack and each submodule's mode is restored after;
   a DistributedDataParallel wrapper is bypassed (the attack needs no gradient synchronisation).
 * Gradients are taken with ``torch.autograd.grad`` with respect to the input only: no parameter's
@@ -32,9 +38,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ATTACK_LOSSES", "cw_attack", "cw_margin", "pgd_attack", "trades_attack"]
+__all__ = [
+    "ATTACK_LOSSES",
+    "NORMS",
+    "check_norm",
+    "cw_attack",
+    "cw_margin",
+    "pgd_attack",
+    "trades_attack",
+]
 
 ATTACK_LOSSES = ("ce", "cw")
+
+#: Threat models: l_inf (sign-gradient steps, box projection) and l_2 (normalised-gradient
+#: steps, projection onto the l_2 ball).
+NORMS = ("linf", "l2")
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,6 +127,13 @@ def _check_labels(y: Tensor, x: Tensor) -> Tensor:
     return y.to(device=x.device, dtype=torch.long)
 
 
+def check_norm(norm: str) -> str:
+    """``norm`` if it is one of :data:`NORMS`; ValueError naming the choices otherwise."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    return norm
+
+
 def _noise(
     kind: str, x: Tensor, generator: torch.Generator | None
 ) -> Tensor:  # "uniform" in [-1, 1) or "normal"
@@ -120,8 +145,47 @@ def _noise(
     return noise.to(x.device)
 
 
-def _project(x_adv: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
-    return torch.clamp(x_adv, min=lower, max=upper)
+def _l2_norm(t: Tensor) -> Tensor:
+    """Per-sample l_2 norm of a (B, ...) tensor, shaped (B, 1, ..., 1) for broadcasting."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.ndim - 1)))
+
+
+def _random_start(norm: str, x: Tensor, eps, generator: torch.Generator | None) -> Tensor:
+    """``x`` plus a point drawn uniformly from the eps-ball of ``norm`` (before the box).
+
+    l_inf: ``U(-eps, eps)`` per coordinate. l_2: a uniform direction (a normalised Gaussian) times
+    ``eps * U^(1/d)``, d = C*H*W, which is uniform in the ball's volume.
+    """
+    if norm == "linf":
+        return x + eps * _noise("uniform", x, generator)
+    direction = _noise("normal", x, generator)
+    direction = direction / _l2_norm(direction).clamp_min(1e-12)
+    device = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape[0], generator=generator, device=device, dtype=x.dtype).to(x.device)
+    radius = u.pow(1.0 / x[0].numel()).view(-1, *([1] * (x.ndim - 1)))
+    return x + eps * radius * direction
+
+
+def _projector(norm: str, x: Tensor, eps) -> Callable[[Tensor], Tensor]:
+    """The map onto (eps-ball around x) then [0, 1] for ``norm``."""
+    if norm == "linf":
+        lower = torch.clamp(x - eps, min=0.0)
+        upper = torch.clamp(x + eps, max=1.0)
+        return lambda x_adv: torch.clamp(x_adv, min=lower, max=upper)
+
+    def project_l2(x_adv: Tensor) -> Tensor:
+        delta = x_adv - x
+        scale = torch.clamp(eps / _l2_norm(delta).clamp_min(1e-12), max=1.0)
+        return torch.clamp(x + delta * scale, 0.0, 1.0)
+
+    return project_l2
+
+
+def _ascent_direction(norm: str, grad: Tensor) -> Tensor:
+    """sign(g) for l_inf (steepest ascent in l_inf); g / ||g||_2 per sample for l_2."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / _l2_norm(grad).clamp_min(1e-12)
 
 
 def cw_margin(logits: Tensor, y: Tensor) -> Tensor:
@@ -136,7 +200,7 @@ def cw_margin(logits: Tensor, y: Tensor) -> Tensor:
     return others.amax(dim=1) - true_logit
 
 
-def _sign_ascent(
+def _ascent(
     model: nn.Module,
     x: Tensor,
     x_start: Tensor,
@@ -144,17 +208,17 @@ def _sign_ascent(
     eps: float | Tensor,
     step_size: float | Tensor,
     steps: int,
+    norm: str,
 ) -> Tensor:
-    """Projected sign-gradient ascent on ``loss_fn(logits)`` (a scalar) from ``x_start``."""
-    lower = torch.clamp(x - eps, min=0.0)
-    upper = torch.clamp(x + eps, max=1.0)
-    x_adv = _project(x_start, lower, upper).detach()
+    """Projected steepest ascent of ``norm`` on ``loss_fn(logits)`` (a scalar) from ``x_start``."""
+    project = _projector(norm, x, eps)
+    x_adv = project(x_start).detach()
     for _ in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
             loss = loss_fn(model(x_adv).float())
         (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = _project(x_adv.detach() + step_size * grad.sign(), lower, upper)
+        x_adv = project(x_adv.detach() + step_size * _ascent_direction(norm, grad))
     return x_adv.detach()
 
 
@@ -172,15 +236,20 @@ def pgd_attack(
     loss: str = "ce",
     random_start: bool = True,
     generator: torch.Generator | None = None,
+    norm: str = "linf",
 ) -> Tensor:
-    """l_inf PGD (Madry et al. 2018, Eq. 2): maximise ``loss`` within the eps-ball and [0, 1].
+    """PGD (Madry et al. 2018, Eq. 2): maximise ``loss`` within the ``norm`` eps-ball and [0, 1].
 
     ``loss="ce"``: cross-entropy (summed over the batch, so each sample ascends its own loss);
     ``loss="cw"``: the logit margin ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017).
-    ``random_start``: start from ``x + U(-eps, eps)`` (projected to [0, 1]), else from ``x``.
-    Returns the detached adversarial batch, which lies in ``[max(x-eps,0), min(x+eps,1)]``.
+    ``random_start``: start from a uniform point of the eps-ball (l_inf: ``x + U(-eps, eps)``;
+    l_2: uniform in the ball's volume), projected to [0, 1]; else from ``x``.
+    ``norm``: ``"linf"`` (sign-gradient steps; the result lies in
+    ``[max(x-eps,0), min(x+eps,1)]``) or ``"l2"`` (steps along ``g / ||g||_2``; the result has
+    ``||x_adv - x||_2 <= eps`` and lies in [0, 1]). Returns the detached adversarial batch.
     """
     _check_input(x)
+    norm = check_norm(norm)
     y = _check_labels(y, x)
     eps = _budget(eps, x, "eps")
     step_size = _budget(step_size, x, "step_size")
@@ -188,7 +257,7 @@ def pgd_attack(
     if loss not in ATTACK_LOSSES:
         raise ValueError(f"loss must be one of {ATTACK_LOSSES}, got {loss!r}")
     x = x.detach()
-    x_start = x + eps * _noise("uniform", x, generator) if random_start else x
+    x_start = _random_start(norm, x, eps, generator) if random_start else x
 
     if loss == "ce":
 
@@ -202,11 +271,12 @@ def pgd_attack(
 
     net = _unwrap_ddp(model)
     with _eval_mode(net):
-        return _sign_ascent(net, x, x_start, loss_fn, eps, step_size, steps)
+        return _ascent(net, x, x_start, loss_fn, eps, step_size, steps, norm)
 
 
 def cw_attack(model: nn.Module, x: Tensor, y: Tensor, **kwargs) -> Tensor:
-    """CW-l_inf: :func:`pgd_attack` with ``loss="cw"`` (logit margin; Carlini & Wagner 2017)."""
+    """CW-l_inf / CW-l_2: :func:`pgd_attack` with ``loss="cw"`` (logit margin; Carlini & Wagner
+    2017); ``norm=`` chooses the threat model."""
     if "loss" in kwargs:
         raise ValueError("cw_attack always uses loss='cw'; call pgd_attack to choose the loss")
     return pgd_attack(model, x, y, loss="cw", **kwargs)
@@ -220,14 +290,17 @@ def trades_attack(
     step_size: float | Tensor,
     steps: int,
     generator: torch.Generator | None = None,
+    norm: str = "linf",
 ) -> Tensor:
     """TRADES inner maximisation (Zhang et al. 2019, Algorithm 1): ascend ``KL(p_clean || p_adv)``.
 
     Starts at ``x + 0.001 N(0, I)`` (projected to the eps-ball and [0, 1]); the clean probabilities
     are computed once, in eval mode, without gradient; the KL divergence is summed over the batch.
-    Needs no labels.
+    Needs no labels. ``norm="l2"`` takes normalised-gradient steps and projects onto the l_2 ball
+    (as the TRADES reference code's l_2 variant does).
     """
     _check_input(x)
+    norm = check_norm(norm)
     eps = _budget(eps, x, "eps")
     step_size = _budget(step_size, x, "step_size")
     steps = _check_steps(steps)
@@ -241,4 +314,4 @@ def trades_attack(
         def loss_fn(logits: Tensor) -> Tensor:
             return F.kl_div(F.log_softmax(logits, dim=1), p_clean, reduction="sum")
 
-        return _sign_ascent(net, x, x_start, loss_fn, eps, step_size, steps)
+        return _ascent(net, x, x_start, loss_fn, eps, step_size, steps, norm)

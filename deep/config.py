@@ -13,8 +13,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from deep.attacks import NORMS
 from deep.data import DATASET_NAMES, FRL_VAL_PER_CLASS
-from deep.evaluate import ATTACK_NAMES
+from deep.evaluate import ATTACK_NAMES, check_budget
+from deep.methods.frl import FRL_STEP_RULES, FRL_UPDATE_AT
 from deep.models import MODEL_NAMES
 from deep.presets import METHOD_NAMES, PRESETS
 from deep.progress import DEFAULT_INTERVAL_S
@@ -25,6 +27,7 @@ __all__ = [
     "ADDED_OPTION_DEFAULTS",
     "DATASET_DEFAULTS",
     "DEFAULT_FINAL_ATTACKS",
+    "DEFAULT_SIGMA",
     "FINAL_CHECKPOINTS",
     "RESUME_OVERRIDABLE",
     "SCHEDULES",
@@ -93,19 +96,27 @@ RESUME_OVERRIDABLE = frozenset(
 #: Options added after runs were first written: the value an older config.json implies.
 ADDED_OPTION_DEFAULTS = {
     "faal_statistic": "margin",
+    "frl_step_rule": "fixed",
+    "frl_update_at": "epoch-end",
     "final_checkpoint": "best",
     "class_boundary_weight": None,
     "class_eps_scale": None,
     "cfa_lambda1": 0.5,
     "cfa_lambda2": 0.5,
     "cfa_begin": None,
-    "cfa_decay": 0.88,
+    "cfa_decay": None,
     "fawa_threshold": None,
     "wat_eta": 0.1,
     "dafa_lambda": None,
     "dafa_warmup": None,
     "dafa_min_weight": 0.05,
+    "norm": "linf",
+    "sigma": None,
 }
+
+#: Noise level of ``--method gaussian-noise`` when ``--sigma`` is not given (Cohen et al. train
+#: with 0.12, 0.25, 0.5 and 1.0 on CIFAR-10).
+DEFAULT_SIGMA = 0.25
 
 #: Method options and the weighting (``deep.presets``) they belong to.
 METHOD_OPTIONS = {
@@ -198,8 +209,8 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m deep.train",
         description=(
-            "Adversarial training with class-wise fairness (FAAL, FRL) on one loop. "
-            "Methods: " + ", ".join(METHOD_NAMES) + ". Defaults depend on --dataset."
+            "Adversarial training with class-wise fairness (FAAL, FRL, CFA, WAT, DAFA) on one "
+            "loop. Methods: " + ", ".join(METHOD_NAMES) + ". Defaults depend on --dataset."
         ),
         formatter_class=DefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS if suppress_defaults else None,
@@ -260,10 +271,32 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="seed of initialisation, shuffling and attacks")
 
     section("training attack")
-    add("--eps", type=float, default=None, help="l_inf budget, [0,1] scale (default: per dataset)")
-    add("--step-size", type=float, default=None, help="attack step (default: per dataset)")
+    add(
+        "--norm",
+        default="linf",
+        choices=NORMS,
+        help="threat model of the training attack and of every evaluation (FRL App. A.1.2)",
+    )
+    add(
+        "--eps",
+        type=float,
+        default=None,
+        help="budget, [0,1] pixel scale (default: per dataset; l_2: 0.5 CIFAR, 1.0 Fashion-MNIST)",
+    )
+    add(
+        "--step-size",
+        type=float,
+        default=None,
+        help="attack step (default: l_inf per dataset; l_2 eps/5)",
+    )
     add("--attack-steps", type=int, default=10, help="attack iterations")
     add("--beta", type=float, default=None, help="KL weight of TRADES/MART/FRL (default: preset)")
+    add(
+        "--sigma",
+        type=float,
+        default=None,
+        help=f"--method gaussian-noise: noise std on the [0,1] scale (default {DEFAULT_SIGMA})",
+    )
 
     section("FAAL")
     add("--tau", type=float, default=0.5, help="KL(u||w) budget of the class-weight DRO")
@@ -299,6 +332,21 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         default=None,
         help="cap on per-class eps (default: 2x the dataset eps = 16/255 on CIFAR)",
     )
+    add(
+        "--frl-step-rule",
+        default="fixed",
+        choices=FRL_STEP_RULES,
+        help="Remargin attack step: the dataset's --step-size (fixed) or, as the FRL reference "
+        "code, the largest per-class eps in the batch / 4 (batch-max)",
+    )
+    add(
+        "--frl-update-at",
+        default="epoch-end",
+        choices=FRL_UPDATE_AT,
+        help="update the multipliers after each epoch's validation (epoch-end) or, as the FRL "
+        "reference code, at the start of each epoch, so the first epoch is already reweighted "
+        "(epoch-start)",
+    )
     add("--baseline-boost", type=float, default=2.0, help="baseline-reweight: worst-class factor")
 
     section("fixed class weights (--method fixed-class; FRL §5.3)")
@@ -331,13 +379,19 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         help="first epoch (0-based) with calibrated eps / beta (default: 10 for runs of >= 100 "
         "epochs as in the paper, else max(1, round(epochs / 20)))",
     )
-    add("--cfa-decay", type=float, default=0.88, help="EMA and FAWA decay per epoch")
+    add(
+        "--cfa-decay",
+        type=float,
+        default=None,
+        help="EMA and FAWA decay per epoch (default: 0.88, the paper's, for runs of >= 100 "
+        "epochs; 0.88^(100/epochs) for shorter runs, the same window as a share of the run)",
+    )
     add(
         "--fawa-threshold",
         type=float,
         default=None,
         help="FAWA averages an epoch's weights when the worst class's validation PGD accuracy "
-        "reaches this (default: 0.2 AT / 0.24 TRADES; Fashion-MNIST 0.05 / 0.06)",
+        "reaches this (default: 0.2 AT / 0.24 TRADES; Fashion-MNIST 0.04 / 0.048)",
     )
 
     section("WAT (--method wat-trades; Li & Liu 2023)")
@@ -442,6 +496,8 @@ def _resolve_method_defaults(cfg: dict, preset) -> None:
     if preset.weighting == "cfa":
         if cfg["cfa_begin"] is None:
             cfg["cfa_begin"] = cfa.default_begin(cfg["epochs"])
+        if cfg["cfa_decay"] is None:
+            cfg["cfa_decay"] = cfa.default_decay(cfg["epochs"])
         if cfg["fawa_threshold"] is None:
             cfg["fawa_threshold"] = cfa.default_fawa_threshold(cfg["dataset"], trades)
     if preset.weighting == "dafa":
@@ -518,14 +574,25 @@ def resolve_config(
     _check(parser, cfg["weight_decay"] >= 0, "--weight-decay must be >= 0")
     _check(parser, args.lr_gamma > 0, f"--lr-gamma must be > 0, got {args.lr_gamma}")
     _check(parser, all(m >= 1 for m in milestones), "--milestones must be epochs >= 1")
-    _check(
-        parser, args.eps is None or 0 < args.eps <= 1, f"--eps must be in (0, 1], got {args.eps}"
-    )
+    _check(parser, args.eps is None or args.eps > 0, f"--eps must be > 0, got {args.eps}")
     _check(
         parser,
-        args.step_size is None or 0 < args.step_size <= 1,
-        f"--step-size must be in (0, 1], got {args.step_size}",
+        args.step_size is None or args.step_size > 0,
+        f"--step-size must be > 0, got {args.step_size}",
     )
+    try:
+        check_budget(1.0 if args.eps is None else args.eps, args.step_size or 1.0, args.norm)
+    except ValueError as exc:
+        parser.error(f"--eps/--step-size (--norm {args.norm}): {exc}")
+    if preset.attack == "gaussian":
+        cfg["sigma"] = DEFAULT_SIGMA if args.sigma is None else args.sigma
+        _check(
+            parser,
+            math.isfinite(cfg["sigma"]) and cfg["sigma"] > 0,
+            f"--sigma must be a finite number > 0, got {cfg['sigma']}",
+        )
+    else:
+        _check(parser, args.sigma is None, "--sigma needs --method gaussian-noise")
     _check(parser, args.attack_steps >= 1, f"--attack-steps must be >= 1, got {args.attack_steps}")
     _check(parser, cfg["beta"] >= 0, f"--beta must be >= 0, got {cfg['beta']}")
     _check(parser, math.isfinite(args.tau) and args.tau >= 0, f"--tau must be >= 0, got {args.tau}")
@@ -540,7 +607,8 @@ def resolve_config(
     _check(parser, args.cfa_lambda1 >= 0, "--cfa-lambda1 must be >= 0")
     _check(parser, args.cfa_lambda2 >= 0, "--cfa-lambda2 must be >= 0")
     _check(parser, cfg["cfa_begin"] is None or cfg["cfa_begin"] >= 1, "--cfa-begin must be >= 1")
-    _check(parser, 0 <= args.cfa_decay < 1, f"--cfa-decay must be in [0, 1), got {args.cfa_decay}")
+    decay = cfg["cfa_decay"]
+    _check(parser, decay is None or 0 <= decay < 1, f"--cfa-decay must be in [0, 1), got {decay}")
     threshold = cfg["fawa_threshold"]
     _check(parser, threshold is None or 0 <= threshold <= 1, "--fawa-threshold must be in [0, 1]")
     _check(parser, args.wat_eta >= 0, f"--wat-eta must be >= 0, got {args.wat_eta}")

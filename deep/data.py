@@ -159,6 +159,7 @@ class ImageDataset:
     augment: Augment = field(default_factory=Augment)
     eps: float = 8 / 255
     step_size: float = 2 / 255
+    eps_l2: float = 0.5
 
     @property
     def num_classes(self) -> int:
@@ -171,6 +172,24 @@ class ImageDataset:
     @property
     def image_size(self) -> int:
         return int(self.train.x.shape[2])
+
+    def attack_budget(
+        self, norm: str, eps: float | None = None, step_size: float | None = None
+    ) -> tuple[float, float]:
+        """``(eps, step_size)`` of the ``norm`` threat model; given values are kept.
+
+        l_inf: the data set's ``eps`` and ``step_size``. l_2: ``eps_l2`` (:data:`L2_EPS`) and the
+        step rule ``step_size = eps / 5`` (:data:`L2_STEP_FRACTION`) applied to the eps in use.
+        """
+        if norm == "linf":
+            return (
+                self.eps if eps is None else float(eps),
+                self.step_size if step_size is None else float(step_size),
+            )
+        if norm != "l2":
+            raise ValueError(f"norm must be one of linf, l2, got {norm!r}")
+        eps = self.eps_l2 if eps is None else float(eps)
+        return eps, (L2_STEP_FRACTION * eps if step_size is None else float(step_size))
 
 
 @dataclass(frozen=True)
@@ -198,6 +217,16 @@ _DEFAULTS = {
         8 / 255, 2 / 255, Augment(4, False), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
     ),
 }
+
+
+#: l_2 budgets on the [0, 1] pixel scale. CIFAR-10/100 and SVHN: 0.5, FRL Appendix A.1.2 (and the
+#: radius of FRL's randomized-smoothing figure). digits (8x8 = 64 pixels): 0.5, the l_2 size of an
+#: l_inf-0.1 change of 25 pixels; Fashion-MNIST (28x28): 1.0, that of an l_inf-0.1 change of 100
+#: pixels (the l_inf default, 0.1, spread over a garment's outline rather than every pixel).
+L2_EPS = {"digits": 0.5, "fashion-mnist": 1.0, "cifar10": 0.5, "cifar100": 0.5, "svhn": 0.5}
+
+#: The l_2 step rule: step = eps / 5 (FRL Appendix A.1.2 evaluates eps 0.5 with step 0.1).
+L2_STEP_FRACTION = 0.2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -581,10 +610,16 @@ def _stratified_indices(y: np.ndarray, n_per_class: int, rng: np.random.Generato
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
+def stratified_indices(split: ImageSplit, n_per_class: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted indices into ``split`` of :func:`stratified_subset`'s images (same seed, same
+    choice): for reporting which images of the split a per-sample result belongs to."""
+    rng = np.random.default_rng(seed)
+    return _stratified_indices(split.y.numpy(), n_per_class, rng)
+
+
 def stratified_subset(split: ImageSplit, n_per_class: int, *, seed: int = 0) -> ImageSplit:
     """``n_per_class`` images of every class (seeded uniform choice), in their original order."""
-    rng = np.random.default_rng(seed)
-    return split.subset(_stratified_indices(split.y.numpy(), n_per_class, rng))
+    return split.subset(stratified_indices(split, n_per_class, seed=seed))
 
 
 def stratified_split(
@@ -669,6 +704,7 @@ def load_dataset(
         augment=defaults.augment,
         eps=defaults.eps,
         step_size=defaults.step_size,
+        eps_l2=L2_EPS[name],
     )
 
 
@@ -840,6 +876,8 @@ __all__ = [
     "DATASET_NAMES",
     "FASHION_MNIST_CLASSES",
     "FRL_VAL_PER_CLASS",
+    "L2_EPS",
+    "L2_STEP_FRACTION",
     "SOURCES",
     "Augment",
     "BatchLoader",
@@ -856,6 +894,7 @@ __all__ = [
     "load_cifar10c",
     "load_dataset",
     "read_idx",
+    "stratified_indices",
     "stratified_split",
     "stratified_subset",
 ]

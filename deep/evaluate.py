@@ -1,12 +1,15 @@
 """Class-wise robustness evaluation: clean, PGD-20, CW-20 and AutoAttack; FRL errors; CIFAR-10-C.
 
-The protocol is the one FAAL and FRL report (SPEC §3-4): the model in eval mode, fp32, the full test
-set (or a stratified subset), l_inf budget ``eps`` (CIFAR: 8/255), step ``step_size`` (2/255):
+The protocol is the one FAAL and FRL report: the model in eval mode, fp32, the full test set (or a
+stratified subset), l_inf budget ``eps`` (CIFAR: 8/255), step ``step_size`` (2/255); or, with
+``norm="l2"``, an l_2 budget (CIFAR: 0.5, step 0.1, FRL Appendix A.1.2):
 
 * ``clean``  — accuracy on unperturbed inputs (under ``torch.no_grad``);
 * ``pgd20``  — PGD, 20 steps on cross-entropy, uniform random start;
-* ``cw20``   — PGD, 20 steps on the logit margin ``max_{j != y} z_j - z_y`` (CW-inf), random start;
-* ``aa``     — AutoAttack "standard" (APGD-CE, APGD-T, FAB-T, Square), seeded; a sample counts as
+* ``cw20``   — PGD, 20 steps on the logit margin ``max_{j != y} z_j - z_y`` (CW-inf / CW-l2), random
+  start;
+* ``aa``     — AutoAttack "standard" (APGD-CE, APGD-T, FAB-T, Square; ``norm="Linf"`` or ``"L2"``),
+  seeded; a sample counts as
   robust when AutoAttack's final prediction equals its label (AutoAttack attacks only the points
   the model classifies correctly, so a misclassified clean point is never robust).
 
@@ -32,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from deep.attacks import pgd_attack
+from deep.attacks import NORMS, check_norm, pgd_attack
 from deep.checkpoint import CheckpointError, model_from_checkpoint
 from deep.data import (
     CIFAR10C_CORRUPTIONS,
@@ -63,6 +66,10 @@ __all__ = [
     "evaluate_model",
     "evaluate_cifar10c",
     "build_final_json",
+    "check_budget",
+    "check_common_options",
+    "check_model_fits",
+    "load_cli_model",
     "final_csv_text",
     "resolve_checkpoint",
     "write_final_json",
@@ -75,6 +82,8 @@ ATTACK_NAMES = ("clean", "pgd20", "cw20", "aa")
 ATTACK_STEPS = 20
 # Seed offsets so each attack's random start is independent of which other attacks run.
 _SEED_OFFSETS = {"pgd20": 1, "cw20": 2, "aa": 3}
+#: Our norm names -> pyautoattack's.
+AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2"}
 _ALL_CORRUPTIONS = CIFAR10C_CORRUPTIONS + CIFAR10C_EXTRA_CORRUPTIONS
 
 
@@ -99,12 +108,21 @@ def _normalise_attacks(attacks: Iterable[str]) -> list[str]:
     return [a for a in ATTACK_NAMES if a in chosen]
 
 
-def _check_budget(eps: float, step_size: float) -> tuple[float, float]:
+def check_budget(eps: float, step_size: float, norm: str = "linf") -> tuple[float, float]:
+    """Validated ``(eps, step_size)`` on the [0, 1] pixel scale: l_inf eps in [0, 1], step in
+    (0, 1]; l_2 eps >= 0 and step > 0, both finite (an l_2 ball may exceed the unit cube)."""
+    norm = check_norm(norm)
     eps, step_size = float(eps), float(step_size)
-    if not (0.0 <= eps <= 1.0):
-        raise ValueError(f"eps must be in [0, 1] (pixel scale), got {eps}")
-    if not (0.0 < step_size <= 1.0):
-        raise ValueError(f"step_size must be in (0, 1] (pixel scale), got {step_size}")
+    if norm == "linf":
+        if not (0.0 <= eps <= 1.0):
+            raise ValueError(f"eps must be in [0, 1] (l_inf, pixel scale), got {eps}")
+        if not (0.0 < step_size <= 1.0):
+            raise ValueError(f"step_size must be in (0, 1] (l_inf, pixel scale), got {step_size}")
+    else:
+        if not (0.0 <= eps < float("inf")):
+            raise ValueError(f"eps must be finite and >= 0 (l_2, pixel scale), got {eps}")
+        if not (0.0 < step_size < float("inf")):
+            raise ValueError(f"step_size must be finite and > 0 (l_2), got {step_size}")
     return eps, step_size
 
 
@@ -154,12 +172,14 @@ class _AutoAttackFlags:
         eps: float,
         device,
         seed: int,
+        norm: str = "linf",
     ):
         from pyautoattack import AutoAttack  # heavy import, only when AutoAttack runs
 
         self.attack = AutoAttack(
-            model, norm="Linf", eps=eps, version="standard", device=device, seed=int(seed)
-        )
+            model, norm=AUTOATTACK_NORMS[norm], eps=eps, version="standard", device=device,
+            seed=int(seed),
+        )  # fmt: skip
         self.attack.verbose = False
         # "standard" targets the 9 most likely other classes; with fewer classes, all of them.
         targets = min(9, num_classes - 1)
@@ -220,6 +240,7 @@ def evaluate_model(
     progress: bool = False,
     allow_empty: bool = False,
     progress_interval: float = DEFAULT_INTERVAL_S,
+    norm: str = "linf",
 ) -> dict:
     """Class-wise accuracy of ``model`` on ``split`` under each attack.
 
@@ -230,7 +251,7 @@ def evaluate_model(
         split: the images (uint8) and labels to evaluate.
         num_classes: C; every class must occur in ``split`` unless ``allow_empty``.
         attacks: names from :data:`ATTACK_NAMES` (``"clean"``, ``"pgd20"``, ``"cw20"``, ``"aa"``).
-        eps, step_size: l_inf budget and PGD/CW step on the [0, 1] pixel scale.
+        eps, step_size: budget and PGD/CW step of the ``norm`` ball on the [0, 1] pixel scale.
         batch_size: images per forward/attack batch.
         device: where to run.
         seed: seeds the random starts (each attack its own stream, so a result does not depend
@@ -238,13 +259,14 @@ def evaluate_model(
         progress: show progress (:class:`deep.progress.Progress`: a bar on a terminal, a plain
             line every ``progress_interval`` seconds otherwise); AutoAttack per chunk and attack.
         allow_empty: passed to :func:`classwise_accuracy` (an empty class -> ``None``).
+        norm: ``"linf"`` or ``"l2"``: the threat model of PGD-20, CW-20 and AutoAttack.
 
     Returns:
         ``{result_key: classwise_accuracy(...)}`` in the order clean, pgd20, cw20, autoattack,
         result keys as in :data:`RESULT_KEYS` (``"aa"`` -> ``"autoattack"``).
     """
     names = _normalise_attacks(attacks)
-    eps, step_size = _check_budget(eps, step_size)
+    eps, step_size = check_budget(eps, step_size, norm)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if len(split) == 0:
@@ -280,13 +302,15 @@ def evaluate_model(
                             loss=loss,
                             random_start=True,
                             generator=gen,
+                            norm=norm,
                         )
                         return _predict_correct(model, x_adv, y)
 
                 else:
                     flags_of = _AutoAttackFlags(
-                        model, num_classes=num_classes, eps=eps, device=device, seed=seed
-                    )
+                        model, num_classes=num_classes, eps=eps, device=device, seed=seed,
+                        norm=norm,
+                    )  # fmt: skip
                 units, unit = (
                     (flags_of.attacks_per_chunk, "attack") if name == "aa" else (1, "batch")
                 )
@@ -463,16 +487,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
     parser.add_argument(
+        "--norm",
+        default="linf",
+        choices=NORMS,
+        help="threat model of PGD-20, CW-20 and AutoAttack (default: linf)",
+    )
+    parser.add_argument(
         "--eps",
         type=float,
         default=None,
-        help="l_inf budget, [0,1] pixel scale (default: the dataset's; CIFAR 8/255)",
+        help="budget, [0,1] pixel scale (default: the dataset's; CIFAR l_inf 8/255, l_2 0.5)",
     )
     parser.add_argument(
         "--step-size",
         type=float,
         default=None,
-        help="PGD/CW step (default: the dataset's, 2/255 CIFAR)",
+        help="PGD/CW step (default: l_inf the dataset's, 2/255 on CIFAR; l_2 eps/5)",
     )
     parser.add_argument(
         "--seed",
@@ -537,6 +567,47 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_common_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 naming the option: ``--batch-size``, ``--n-per-class``, ``--threads`` and
+    ``--progress-interval`` of a command that evaluates a checkpoint on a test split."""
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.n_per_class is not None and args.n_per_class < 1:
+        parser.error(f"--n-per-class must be >= 1, got {args.n_per_class}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if not args.progress_interval >= 0:
+        parser.error(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
+
+
+def load_cli_model(parser: argparse.ArgumentParser, checkpoint) -> tuple[nn.Module, Path, dict]:
+    """``(model, checkpoint file, model_config)`` for ``--checkpoint`` (a file or a run
+    directory); exit 2 naming the file when it is missing, corrupt or does not fit."""
+    try:
+        path = resolve_checkpoint(checkpoint)
+    except ValueError as exc:
+        parser.error(f"--checkpoint: {exc}")
+    try:
+        model, _ = model_from_checkpoint(path, map_location="cpu")
+    except (CheckpointError, CheckpointMismatchError) as exc:
+        parser.error(f"--checkpoint {path}: {exc}")
+    return model, path, dict(getattr(model, "model_config", {}) or {})
+
+
+def check_model_fits(parser: argparse.ArgumentParser, checkpoint, config: Mapping, data) -> None:
+    """Exit 2 when the checkpoint's class count, channels or image size differ from ``data``'s."""
+    for field, expected in (
+        ("num_classes", data.num_classes),
+        ("in_channels", data.in_channels),
+        ("image_size", data.image_size),
+    ):
+        if field in config and config[field] != expected:
+            parser.error(
+                f"--checkpoint {checkpoint}: model has {field}={config[field]} but "
+                f"{data.name} has {field}={expected}; is it a checkpoint for another dataset?"
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """CLI entry point; returns the final.json dict. Ctrl-C exits with status 130."""
     with exit_on_interrupt("evaluation", note="; nothing was written"):
@@ -548,14 +619,7 @@ def _main(argv: Sequence[str] | None) -> dict:
     args = parser.parse_args(argv)
 
     attacks = _parse_list(parser, args.attacks, "--attacks", ATTACK_NAMES)
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.n_per_class is not None and args.n_per_class < 1:
-        parser.error(f"--n-per-class must be >= 1, got {args.n_per_class}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    if not args.progress_interval >= 0:
-        parser.error(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
+    check_common_options(parser, args)
     try:
         device = torch.device(args.device)
     except RuntimeError as exc:
@@ -586,36 +650,18 @@ def _main(argv: Sequence[str] | None) -> dict:
             else list(CIFAR10C_SEVERITIES)
         )
 
-    try:
-        args.checkpoint = resolve_checkpoint(args.checkpoint)
-    except ValueError as exc:
-        parser.error(f"--checkpoint: {exc}")
-    try:
-        model, _ = model_from_checkpoint(args.checkpoint, map_location="cpu")
-    except (CheckpointError, CheckpointMismatchError) as exc:
-        parser.error(f"--checkpoint {args.checkpoint}: {exc}")
-    config = dict(getattr(model, "model_config", {}) or {})
+    model, args.checkpoint, config = load_cli_model(parser, args.checkpoint)
     apply_thread_policy(args.threads, device, config.get("name"))
 
     try:
         data = load_dataset(args.dataset, args.data_dir, download=args.download)
     except DatasetError as exc:
         parser.error(f"--dataset {args.dataset}: {exc}")
-    for field, expected in (
-        ("num_classes", data.num_classes),
-        ("in_channels", data.in_channels),
-        ("image_size", data.image_size),
-    ):
-        if field in config and config[field] != expected:
-            parser.error(
-                f"--checkpoint {args.checkpoint}: model has {field}={config[field]} but "
-                f"{args.dataset} has {field}={expected}; is it a checkpoint for another dataset?"
-            )
+    check_model_fits(parser, args.checkpoint, config, data)
 
-    eps = data.eps if args.eps is None else args.eps
-    step_size = data.step_size if args.step_size is None else args.step_size
+    eps, step_size = data.attack_budget(args.norm, args.eps, args.step_size)
     try:
-        eps, step_size = _check_budget(eps, step_size)
+        eps, step_size = check_budget(eps, step_size, args.norm)
     except ValueError as exc:
         parser.error(f"--eps/--step-size: {exc}")
 
@@ -644,6 +690,7 @@ def _main(argv: Sequence[str] | None) -> dict:
         seed=args.seed,
         progress=progress,
         progress_interval=args.progress_interval,
+        norm=args.norm,
     )
     cifar10c = None
     if args.cifar10c_dir is not None:
@@ -665,6 +712,7 @@ def _main(argv: Sequence[str] | None) -> dict:
     final = build_final_json(
         dataset=args.dataset,
         model=config.get("name", "unknown"),
+        norm=args.norm,
         eps=eps,
         step_size=step_size,
         classes=data.classes,

@@ -1,6 +1,6 @@
 """Training methods as presets: each method is a combination of four parts (see DESIGN.md).
 
-    attack (none | PGD-CE | TRADES-KL)  ->  x_adv
+    attack (none | PGD-CE | TRADES-KL | Gaussian noise)  ->  x_adv
     objective (ce | at | trades | mart) ->  per-sample loss l_i   (deep.objectives)
     weighting (uniform | faal | frl-* | baseline | fixed-class)  -> class weights w_c (and eps_c)
     update (SGD, optionally through AWP)
@@ -20,6 +20,11 @@ References for the parts:
   driven by class-wise validation errors once per epoch; TRADES-style loss, beta = 1.5 (SPEC §4).
 * Baseline Reweight (FRL §5.1, after Agarwal et al. 2018): upweight the class with the highest
   validation robust error; PGD-AT loss.
+* Gaussian-noise augmentation (Cohen et al., ICML 2019, "Certified Adversarial Robustness via
+  Randomized Smoothing", §3.3 / §4): cross-entropy on ``x + N(0, sigma^2 I)`` in [0, 1] pixel space,
+  the base classifier that :mod:`deep.certify` smooths (FRL Appendix A.1.3).
+* Every preset runs under the l_inf or the l_2 threat model (``--norm``; FRL Appendix A.1.2): the
+  norm is a property of the attack, not of the method.
 * Fixed class weights (FRL §5.3, Figure 3): FRL's loss with one class's boundary-error weight and /
   or attack budget scaled by a fixed ratio (``--class-boundary-weight``, ``--class-eps-scale``).
 * CFA (Wei et al., CVPR 2023): class-wise calibrated eps (CCM) from the training robust accuracy,
@@ -37,8 +42,9 @@ from dataclasses import asdict, dataclass
 __all__ = ["ATTACKS", "WEIGHTINGS", "Preset", "PRESETS", "METHOD_NAMES", "get_preset"]
 
 #: Training attacks: "none" (natural training), "pgd" (PGD on cross-entropy, uniform random
-#: start) and "trades" (ascent on KL(p_clean || p_adv) from x + 0.001 N(0, 1)) (SPEC §3).
-ATTACKS = ("none", "pgd", "trades")
+#: start), "trades" (ascent on KL(p_clean || p_adv) from x + 0.001 N(0, 1)) (SPEC §3) and
+#: "gaussian" (x + N(0, sigma^2 I), no ascent: randomized smoothing's training noise).
+ATTACKS = ("none", "pgd", "trades", "gaussian")
 
 #: Class weightings of :mod:`deep.weighting`.
 WEIGHTINGS = ("uniform", "faal", "frl", "baseline", "fixed-class", "cfa", "wat", "dafa")
@@ -186,6 +192,10 @@ def _presets() -> dict[str, Preset]:
         Preset(
             "dafa-at", "pgd", "at", "dafa",
             description="DAFA on PGD-AT (one class-scaled step per iteration)",
+        ),
+        Preset(
+            "gaussian-noise", "gaussian", "at", "uniform",
+            description="cross-entropy on x + N(0, sigma^2) (randomized smoothing; Cohen et al.)",
         ),
     ]  # fmt: skip
     return {preset.name: preset for preset in p}

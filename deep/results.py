@@ -4,7 +4,7 @@ One contract for ``deep.train`` and ``deep.evaluate`` (and any other tool that r
 accuracies): :func:`build_final_json` makes the dict, :func:`write_final_json` writes both files
 atomically with the usual file mode (0644 under the common umask). Keys::
 
-    {"dataset", "model", "eps", "step_size", "classes": [names],
+    {"dataset", "model", "norm" ("linf" | "l2"), "eps", "step_size", "classes": [names],
      "results": {"clean" | "pgd20" | "cw20" | "autoattack": {"per_class", "average", "worst",
                  "counts"}},
      "frl_errors": {"standard" | "boundary" | "robust": {...}},     # when clean and pgd20 ran
@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from deep.attacks import check_norm
 from deep.checkpoint import new_file_mode
 from deep.metrics import frl_errors
 
@@ -84,6 +85,7 @@ def build_final_json(
     seconds: float,
     step_size: float | None = None,
     cifar10c: Mapping | None = None,
+    norm: str = "linf",
     **extra,
 ) -> dict:
     """The ``final.json`` dict (stable keys; accuracies in [0, 1]; see the module docstring).
@@ -91,8 +93,9 @@ def build_final_json(
     Each result is ``{"per_class", "average" (mean over classes), "worst" (min over classes),
     "counts"}``; only the attacks that ran appear, in the order clean, pgd20, cw20, autoattack;
     ``"frl_errors"`` (:func:`deep.metrics.frl_errors`) appears when both ``clean`` and ``pgd20``
-    ran. ``split`` is the data split, ``n_per_class`` the stratified subset size (None: all of
-    it), ``checkpoint`` the evaluated file's path and ``seconds`` the evaluation's wall time.
+    ran. ``norm`` is the threat model of the attacks ("linf" or "l2"). ``split`` is the data
+    split, ``n_per_class`` the stratified subset size (None: all of it), ``checkpoint`` the
+    evaluated file's path and ``seconds`` the evaluation's wall time.
     ``extra`` keywords (e.g. ``method``) are added as top-level keys.
     """
     _check_contract(split, n_per_class, seed, checkpoint, seconds)
@@ -103,7 +106,12 @@ def build_final_json(
         raise ValueError(f"results: unknown keys {unknown}; allowed {', '.join(known)}")
     for key, entry in results.items():
         _check_entry(entry, f"results[{key!r}]", len(classes))
-    final: dict = {"dataset": str(dataset), "model": str(model), "eps": float(eps)}
+    final: dict = {
+        "dataset": str(dataset),
+        "model": str(model),
+        "norm": check_norm(norm),
+        "eps": float(eps),
+    }
     if step_size is not None:
         final["step_size"] = float(step_size)
     final["classes"] = classes

@@ -51,7 +51,7 @@ from deep.config import (
 from deep.data import BatchLoader, DatasetError, ImageDataset, load_dataset, stratified_subset
 from deep.evaluate import format_table
 from deep.models import CheckpointMismatchError
-from deep.plots import plot_class_weights, plot_classwise
+from deep.plots import plot_class_weight_steps, plot_class_weights, plot_classwise
 from deep.presets import PRESETS
 from deep.progress import DEFAULT_INTERVAL_S, Progress
 from deep.results import atomic_write_text, build_final_json, write_final_json
@@ -308,8 +308,8 @@ def _load_data(parser, cfg: dict, ctx: dd.DistContext) -> ImageDataset:
             class_ratio_vector(cfg.get(key), dataset.classes, "--" + key.replace("_", "-"))
         except ValueError as exc:
             parser.error(str(exc))
-    cfg["eps"] = dataset.eps if cfg["eps"] is None else cfg["eps"]
-    cfg["step_size"] = dataset.step_size if cfg["step_size"] is None else cfg["step_size"]
+    norm = cfg.get("norm", "linf")
+    cfg["eps"], cfg["step_size"] = dataset.attack_budget(norm, cfg["eps"], cfg["step_size"])
     if cfg["channels_last"] is None:
         cfg["channels_last"] = ctx.device.type == "cuda"
     if cfg["model"] is None and cfg["init"] and cfg["resume"] is None:
@@ -487,6 +487,11 @@ def _train_loop(trainer: Trainer, loader: BatchLoader, files: _RunFiles, on_step
     show = ctx.is_main and not cfg["quiet"]
     stop_every = cfg["log_every"] if ctx.enabled else 1
     consistent = True
+    if trainer.epoch == trainer.step == 0 and getattr(
+        trainer.method, "updates_before_training", False
+    ):
+        record = trainer.update_before_training()
+        _print(ctx, "update before epoch 1 (--frl-update-at epoch-start): " + json.dumps(record))
     with StopRequest() as stop:
         try:
             while trainer.epoch < cfg["epochs"]:
@@ -603,6 +608,7 @@ def _finish(cfg: dict, trainer: Trainer, dataset: ImageDataset, run_dir: Path, c
     final = build_final_json(
         dataset=dataset.name,
         model=cfg["model"],
+        norm=trainer.norm,
         eps=trainer.eps,
         step_size=trainer.step_size,
         classes=list(dataset.classes),
@@ -618,30 +624,31 @@ def _finish(cfg: dict, trainer: Trainer, dataset: ImageDataset, run_dir: Path, c
                    f"{cfg['method']}: class-wise test accuracy")  # fmt: skip
     _plot_weights(run_dir, dataset.classes)
     write_final_json(run_dir, final)
-    print(f"\n{cfg['method']} on {dataset.name} ({cfg['model']}, eps {trainer.eps:.4g}), "
-          f"{chosen.name}, class-wise test accuracy (%):")  # fmt: skip
+    print(f"\n{cfg['method']} on {dataset.name} ({cfg['model']}, {trainer.norm} eps "
+          f"{trainer.eps:.4g}), {chosen.name}, class-wise test accuracy (%):")  # fmt: skip
     print(format_table(final))
     print(f"\nrun directory: {run_dir}", flush=True)
     return 0
 
 
 def _plot_weights(run_dir: Path, classes: Sequence[str]) -> None:
-    """class_weights.png: per-epoch mean class weights (and per-step ones when logged)."""
+    """class_weights.png: mean class weights per epoch (epochs numbered from 1); and, when the
+    weights change per batch, class_weights_steps.png: a heatmap of every batch's weights."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     per_epoch = [json.loads(ln)["class_weights"] for ln in lines if ln.strip()]
     if per_epoch:
         plot_class_weights(
             per_epoch, classes, run_dir / "class_weights.png", xlabel="epoch",
-            title="class weights (mean per epoch)",
+            title="class weights (mean per epoch)", first=1,
         )  # fmt: skip
     steps_csv = run_dir / "class_weights.csv"
     if steps_csv.exists():
         with steps_csv.open(newline="") as f:
             rows = list(csv.reader(f))[1:]
         if rows:
-            plot_class_weights(
+            plot_class_weight_steps(
                 [[float(v) for v in r[2:]] for r in rows], classes,
-                run_dir / "class_weights_steps.png", xlabel="step",
+                run_dir / "class_weights_steps.png", epochs=[int(r[1]) + 1 for r in rows],
                 title="class weights per batch (FAAL supp. Fig. 6)",
             )  # fmt: skip
 

@@ -72,6 +72,7 @@ class Trainer:
         self.num_classes = dataset.num_classes
         self.eps = float(cfg["eps"])
         self.step_size = float(cfg["step_size"])
+        self.norm = cfg.get("norm", "linf")
 
         torch.manual_seed(cfg["seed"])
         model = build_model(
@@ -142,16 +143,20 @@ class Trainer:
         attack = self.preset.attack
         if attack == "none":
             return x
+        if attack == "gaussian":  # Cohen et al. 2019: N(0, sigma^2 I) in [0, 1] pixel space
+            noise = torch.randn(x.shape, generator=self.attack_gen, device=x.device)
+            return x + self.cfg["sigma"] * noise
         eps, step = self.method.class_eps(y), self.method.class_step(y)
         with self.autocast:
             if attack == "pgd":
                 return pgd_attack(
                     self.attack_net, x, y, eps=eps, step_size=step,
                     steps=self.cfg["attack_steps"], loss="ce", generator=self.attack_gen,
+                    norm=self.norm,
                 )  # fmt: skip
             return trades_attack(
                 self.attack_net, x, eps=eps, step_size=step,
-                steps=self.cfg["attack_steps"], generator=self.attack_gen,
+                steps=self.cfg["attack_steps"], generator=self.attack_gen, norm=self.norm,
             )  # fmt: skip
 
     def _forward(self, net: nn.Module, x: torch.Tensor, x_adv: torch.Tensor):
@@ -250,6 +255,19 @@ class Trainer:
             "method": _state_hash(self.method.state_dict()),
         }
 
+    def update_before_training(self) -> dict:
+        """Validate the initial model and let the method update once before the first epoch
+        (FRL's reference order, ``--frl-update-at epoch-start``); returns the method's record."""
+        validation = self.evaluate(self.dataset.val, ("clean", "pgd20"), seed=self.cfg["seed"])
+        cfg, lr = self.cfg, self.optimizer.param_groups[0]["lr"]
+        end = EpochEnd(
+            epoch=-1, lr=lr, base_lr=cfg["lr"], model=self.model, validation=validation,
+            val=self.dataset.val, ctx=self.ctx, seed=cfg["seed"],
+            eval_batch_size=cfg["eval_batch_size"], eps=self.eps, step_size=self.step_size,
+            attack_steps=cfg["attack_steps"],
+        )  # fmt: skip
+        return self.method.epoch_end(end)
+
     def finish_epoch(self, *, lr: float, class_eps: list[float]) -> tuple[dict, list]:
         """End the epoch: read its metrics, validate, let the method update (``epoch_end``), step
         the schedule. Returns the metrics.jsonl record (without the epoch time) and the per-step
@@ -275,7 +293,7 @@ class Trainer:
             epoch=epoch, lr=lr, base_lr=cfg["lr"], model=self.model, validation=validation,
             val=self.dataset.val, ctx=self.ctx, seed=cfg["seed"],
             eval_batch_size=cfg["eval_batch_size"], eps=self.eps, step_size=self.step_size,
-            attack_steps=cfg["attack_steps"],
+            attack_steps=cfg["attack_steps"], norm=self.norm,
         )  # fmt: skip
         record.update(self.method.epoch_end(end))
         if cfg["debug"]:  # one entry per rank: equal when the ranks agree bit for bit
@@ -306,7 +324,7 @@ class Trainer:
             return evaluate_model(
                 model, part, num_classes=self.num_classes, attacks=tuple(attacks),
                 eps=self.eps, step_size=self.step_size, batch_size=self.cfg["eval_batch_size"],
-                device=self.device, seed=seed, progress=progress,
+                device=self.device, seed=seed, progress=progress, norm=self.norm,
                 progress_interval=self.cfg.get("progress_interval", DEFAULT_INTERVAL_S),
             )  # fmt: skip
 

@@ -6,8 +6,8 @@
     python -m paper_figures frl_fig1 --quick         # one script (= paper_figures.frl_fig1)
 
 ``all`` passes the common options (``--quick``, ``--out``, ``--runs-dir``, ``--dataset``,
-``--data-dir``, ``--seeds``, ``--device``, ``--autoattack``, ``--quiet``) to every script that
-takes them, keeps going when one fails, and exits with status 1 if any failed.
+``--data-dir``, ``--seeds``, ``--device``, ``--autoattack``, ``--norm``, ``--quiet``) to every
+script that takes them, keeps going when one fails, and exits with status 1 if any failed.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ SCRIPTS: tuple[Script, ...] = (
     Script("frl_fig1", "deep", "FRL Figure 1 and Table 1 (class-wise errors, nat -> adv)"),
     Script("frl_fig3", "deep", "FRL Figure 3 (one class: upweight vs larger eps)"),
     Script("frl_tables", "deep", "FRL Tables 2-3 (avg / worst std, bndy, rob error)"),
+    Script("frl_fig4", "deep", "FRL Figure 4 (randomized smoothing: class-wise certified errors)"),
+    Script("frl_fig6", "deep", "FRL Figure 6 (l2 adversarial training: class-wise errors)"),
     Script("faal_fig1", "deep", "FAAL supp. Fig. 1 (CE vs CW margin as FAAL's class statistic)"),
     Script("faal_fig2", "deep", "FAAL supp. Fig. 2 (AT vs TRADES adversaries in FAAL)"),
     Script("faal_fig3", "deep", "FAAL supp. Fig. 3 (class-wise robust acc., from scratch)"),
@@ -90,6 +92,7 @@ def _all_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-per-class", type=int, default=None, help="test subset per class")
     p.add_argument("--autoattack", action=argparse.BooleanOptionalAction, default=None,
                    help="evaluate AutoAttack too")  # fmt: skip
+    p.add_argument("--norm", default=None, choices=("linf", "l2"), help="threat model of the runs")
     p.add_argument(
         "--only", default=None, help="comma-separated kinds (theory, sim, deep) and/or names"
     )
@@ -135,6 +138,7 @@ def _script_argv(script: Script, args: argparse.Namespace) -> list[str]:
             "epochs",
             "train_per_class",
             "test_per_class",
+            "norm",
         ):
             value = getattr(args, option)
             if value is not None:

@@ -1,8 +1,8 @@
 """Shared command line and experiment settings of the paper-figure scripts.
 
 Every script accepts the same options (``--quick``, ``--out``, ``--runs-dir``, ``--dataset``,
-``--data-dir``, ``--seeds``, ``--device``, ``--autoattack``, ``--quiet``). A :class:`Profile`
-turns them into ``deep.train`` options for the three kinds of run the papers use:
+``--data-dir``, ``--seeds``, ``--device``, ``--autoattack``, ``--norm``, ``--quiet``). A
+:class:`Profile` turns them into ``deep.train`` options for the three kinds of run the papers use:
 
 * from scratch (``deep.train``'s per-dataset defaults: the papers' schedules on CIFAR, a short
   cosine schedule for the small CNN on digits / Fashion-MNIST);
@@ -110,6 +110,13 @@ def build_parser(name: str, description: str, *, deep: bool = True) -> argparse.
         help="also evaluate AutoAttack (default: on for CIFAR, off otherwise: hours on a CPU); "
         "without it, AutoAttack columns show CW-20",
     )
+    parser.add_argument(
+        "--norm",
+        default="linf",
+        choices=("linf", "l2"),
+        help="threat model of every run's training attack and evaluation (l2: FRL App. A.1.2; "
+        "deep.data's per-dataset l2 budgets)",
+    )
     return parser
 
 
@@ -159,6 +166,7 @@ def parse_args(
         epochs=args.epochs,
         train_per_class=args.train_per_class,
         test_per_class=args.test_per_class,
+        norm=args.norm,
         download=bool(args.download),
     )
     return args
@@ -176,6 +184,7 @@ class Profile:
     epochs: int | None = None
     train_per_class: int | None = None
     test_per_class: int | None = None
+    norm: str = "linf"
     download: bool = False
 
     @property
@@ -220,6 +229,8 @@ class Profile:
             text += f", {self.train_per_class} train/class"
         if self.test_per_class:
             text += f", {self.test_per_class} test/class"
+        if self.norm != "linf":
+            text += f", {self.norm}"
         return text
 
     # -- deep.train options ---------------------------------------------------------------------
@@ -234,6 +245,8 @@ class Profile:
             argv += ["--train-per-class", str(self.train_per_class)]
         if self.test_per_class:
             argv += ["--final-n-per-class", str(self.test_per_class)]
+        if self.norm != "linf":  # l_inf runs keep their options (and cached folders) unchanged
+            argv += ["--norm", self.norm]
         return argv
 
     def scratch(

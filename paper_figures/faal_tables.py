@@ -5,22 +5,25 @@ class-wise accuracies of each run's ``final.json``; cells are "average (worst cl
 ± std over seeds. By default on Fashion-MNIST (small CNN, 3 seeds); ``--quick`` on digits;
 with ``--dataset cifar10|cifar100 --data-dir DIR --device cuda`` the paper's settings (models,
 schedules, AutoAttack). "AA" is AutoAttack when evaluated (``--autoattack``; default on CIFAR),
-otherwise CW-20 and labelled so. CFA and WAT rows of the paper are not part of this package and
-are left out.
+otherwise CW-20 and labelled so. The CFA rows (``cfa-at``, ``cfa-trades``) evaluate the FAWA model
+(``--final-checkpoint fawa``, CFA's own choice; last.pt, said in the run's log, when FAWA's
+threshold was never reached); WAT rows (``wat-trades``) the package's best.pt like every other row.
 
-    Table 1  from scratch, TRADES family; + CIFAR-10-C corruptions with --cifar10c-dir
+    Table 1  from scratch, TRADES family, CFA_TRADES, WAT_TRADES; + CIFAR-10-C corruptions with
+             --cifar10c-dir
              python -m paper_figures.faal_table1 --dataset cifar10 --data-dir DIR \\
                  --cifar10c-dir data/CIFAR-10-C --device cuda
     Table 2  fine-tuning PGD-AT / TRADES models (PreAct-ResNet18 on CIFAR-10)
              python -m paper_figures.faal_table2 --dataset cifar10 --data-dir DIR --device cuda
     Table 3  fine-tuning PGD-AT / TRADES / MART / TRADES-AWP models (WRN-34-10 on CIFAR-10)
              python -m paper_figures.faal_table3 --dataset cifar10 --data-dir DIR --device cuda
-    Table 4  from scratch (PreAct-ResNet18, 200 epochs on CIFAR-10)
+    Table 4  from scratch, incl. CFA_AT, CFA_TRADES, WAT_TRADES (PreAct-ResNet18, 200 epochs)
              python -m paper_figures.faal_table4 --dataset cifar10 --data-dir DIR --device cuda
-    Table 5  FAAL_AT fine-tuning for 2, 4, 6, 8 epochs (WRN-34-10 PGD-AT model; each row is the
-             model after that many epochs)
+    Table 5  CFA / WAT fine-tuning for 2 epochs, FAAL_AT fine-tuning for 2, 4, 6, 8 epochs
+             (WRN-34-10 PGD-AT model; each FAAL row is the model after that many epochs)
              python -m paper_figures.faal_table5 --dataset cifar10 --data-dir DIR --device cuda
-    Table 6  CIFAR-100, ResNet-18: fine-tuning a TRADES model (tau 0.05) and FAAL from scratch
+    Table 6  CIFAR-100, ResNet-18: fine-tuning a TRADES model (tau 0.05); CFA_TRADES, WAT_TRADES
+             and FAAL from scratch
              (switched on at 75% of the epochs with tau 0.025, raised to 0.05 at 90%; evaluated
              at the last epoch)
              python -m paper_figures.faal_table6 --dataset cifar100 --data-dir DIR --device cuda
@@ -52,12 +55,15 @@ __all__ = ["TABLES", "TableRow", "table_rows", "main"]
 
 #: What each table shows (titles follow the supplement).
 TABLES = {
-    1: "from scratch (TRADES family), clean / AA and CIFAR-10-C corruptions [paper: PRN-18]",
+    1: "from scratch (TRADES family, CFA, WAT), clean / AA and CIFAR-10-C corruptions "
+    "[paper: PRN-18]",
     2: "fine-tuning PGD-AT and TRADES models with FRL-RWRM or FAAL [paper: PRN-18, CIFAR-10]",
     3: "fine-tuning PGD-AT / TRADES / MART / TRADES-AWP models [paper: WRN-34-10, CIFAR-10]",
     4: "training from scratch [paper: PRN-18, CIFAR-10]",
-    5: "FAAL_AT fine-tuning for more epochs [paper: WRN-34-10 PGD-AT model, CIFAR-10]",
-    6: "fine-tuning a TRADES model (tau 0.05), FAAL from scratch [paper: ResNet-18, CIFAR-100]",
+    5: "fine-tuning with CFA, WAT, and FAAL_AT for more epochs [paper: WRN-34-10 PGD-AT model, "
+    "CIFAR-10]",
+    6: "fine-tuning a TRADES model (tau 0.05); CFA, WAT and FAAL from scratch [paper: ResNet-18, "
+    "CIFAR-100]",
 }
 
 #: The corruptions of Table 1 (CIFAR-10-C file names).
@@ -104,9 +110,14 @@ def _rows_for_seed(profile: Profile, table: int, seed: int) -> list[FinetuneRow]
         return profile.scratch(method, seed, *extra, model=model, name=name)
 
     tau = ["--tau", repr(profile.faal_tau)]
+    fawa = ["--final-checkpoint", "fawa"]
+    cfa_trades = FinetuneRow("CFA_TRADES", "cfa-trades", scratch("cfa-trades", *fawa), None)
+    wat_trades = FinetuneRow("WAT_TRADES", "wat-trades", scratch("wat-trades"), None)
     if table == 1:
         return [
             FinetuneRow("TRADES", "trades", scratch("trades"), None),
+            cfa_trades,
+            wat_trades,
             FinetuneRow("FAAL_TRADES", "faal-trades", scratch("faal-trades", *tau), None),
             FinetuneRow(
                 "FAAL_TRADES-AWP", "faal-trades-awp", scratch("faal-trades-awp", *tau), None
@@ -124,6 +135,9 @@ def _rows_for_seed(profile: Profile, table: int, seed: int) -> list[FinetuneRow]
         rows = [
             FinetuneRow("PGD-AT", "pgd-at", scratch("pgd-at"), None),
             FinetuneRow("TRADES", "trades", scratch("trades"), None),
+            FinetuneRow("CFA_AT", "cfa-at", scratch("cfa-at", *fawa), None),
+            cfa_trades,
+            wat_trades,
         ]
         for key, label in (
             ("faal-at", "FAAL_AT"),
@@ -135,6 +149,10 @@ def _rows_for_seed(profile: Profile, table: int, seed: int) -> list[FinetuneRow]
     if table == 5:
         base = scratch("pgd-at")
         rows = [FinetuneRow("PGD-AT", "pgd-at", base, None)]
+        # CFA and WAT adapted to 2 epochs of fine-tuning (supp. Sec. C.5), FAAL's schedule
+        for key, label, extra in (("cfa-at", "CFA", fawa), ("wat-trades", "WAT", ())):
+            spec = profile.faal_finetune(base, key, seed, *extra)
+            rows.append(FinetuneRow(f"+ Fine-tune with {label}", key, spec, 2))
         for epochs in (2, 4) if profile.quick else (2, 4, 6, 8):
             # the model after that many epochs (best.pt would pick an earlier epoch)
             spec = profile.faal_finetune(
@@ -150,6 +168,7 @@ def _rows_for_seed(profile: Profile, table: int, seed: int) -> list[FinetuneRow]
         schedule = ["--faal-start-epoch", str(start), "--tau-schedule", f"0:0.025,{raise_at}:0.05"]
         # the end of training: best.pt may come from an epoch before FAAL switches on
         schedule += ["--final-checkpoint", "last"]
+        rows += [cfa_trades, wat_trades]
         for key, label in (("faal-at", "FAAL_AT"), ("faal-trades", "FAAL_TRADES")):
             rows.append(FinetuneRow(label, key, scratch(key, *schedule, name=f"{key}-late"), None))
         return rows

@@ -36,7 +36,7 @@ from paper_figures.style import (
     save_figure,
 )
 
-__all__ = ["METHODS", "main"]
+__all__ = ["METHODS", "class_stats", "collect", "main", "plot", "write_class_csv"]
 
 NAME = "frl_fig1"
 METHODS = ("natural", "pgd-at", "trades")
@@ -53,7 +53,19 @@ def collect(profile, runs_dir, device=None, log=None) -> dict[str, list[dict]]:
     return finals
 
 
-def _plot(finals, classes, stats, profile, path) -> None:
+def class_stats(finals: dict[str, list[dict]]) -> dict:
+    """Per method and kind ("standard", "robust"): class-wise error mean and std over seeds (%)."""
+    return {
+        m: {
+            kind: per_class_over_seeds(finals[m], lambda f, k=kind: per_class_error(f, k))
+            for kind in ("standard", "robust")
+        }
+        for m in METHODS
+    }
+
+
+def plot(finals, classes, stats, profile, path, *, title: str) -> None:
+    """Per method the class-wise standard / robust error; last panel natural -> PGD-AT."""
     n = len(classes)
     fig = new_figure(4.6 * (len(METHODS) + 1), 3.8)
     x = np.arange(n)
@@ -84,11 +96,21 @@ def _plot(finals, classes, stats, profile, path) -> None:
     ax.set_title("FRL Table 1: Diff. (Adv. - Nat.)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.suptitle(
-        f"FRL Fig. 1: class-wise standard / robust (PGD-20) test error — {profile.describe()}",
-        fontsize=10,
-    )
+    fig.suptitle(f"{title} — {profile.describe()}", fontsize=10)
     save_figure(fig, path)
+
+
+def write_class_csv(path, finals, classes, stats):
+    """method, class, standard / robust error (mean, std over seeds, %), seeds."""
+    rows = []
+    for m in METHODS:
+        for c, name in enumerate(classes):
+            rows.append((m, c, name, float(stats[m]["standard"][0][c]),
+                         float(stats[m]["standard"][1][c]), float(stats[m]["robust"][0][c]),
+                         float(stats[m]["robust"][1][c]), len(finals[m])))  # fmt: skip
+    header = ["method", "class_index", "class", "standard_error_pct", "standard_error_std",
+              "robust_error_pct", "robust_error_std", "seeds"]  # fmt: skip
+    return write_csv(path, header, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,26 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = make_logger(args.quiet)
     finals = collect(profile, args.runs_dir, args.device, log)
     classes = finals["natural"][0]["classes"]
-    stats = {
-        m: {
-            kind: per_class_over_seeds(finals[m], lambda f, k=kind: per_class_error(f, k))
-            for kind in ("standard", "robust")
-        }
-        for m in METHODS
-    }
-    rows = []
-    for m in METHODS:
-        for c, name in enumerate(classes):
-            rows.append((m, c, name, float(stats[m]["standard"][0][c]),
-                         float(stats[m]["standard"][1][c]), float(stats[m]["robust"][0][c]),
-                         float(stats[m]["robust"][1][c]), len(finals[m])))  # fmt: skip
+    stats = class_stats(finals)
     out = args.out
-    fig_csv = write_csv(
-        out / f"{NAME}.csv",
-        ["method", "class_index", "class", "standard_error_pct", "standard_error_std",
-         "robust_error_pct", "robust_error_std", "seeds"],
-        rows,
-    )  # fmt: skip
+    fig_csv = write_class_csv(out / f"{NAME}.csv", finals, classes, stats)
     nat_std = stats["natural"]["standard"][0]
     order = np.argsort(-nat_std, kind="stable")
     hardest, easiest = set(order[:2].tolist()), set(order[-2:].tolist())
@@ -140,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         title=f"FRL Table 1 (errors %, {profile.describe()})",
     )  # fmt: skip
     png = out / f"{NAME}.png"
-    _plot(finals, classes, stats, profile, png)
+    norm = "l2 " if profile.norm == "l2" else ""
+    plot(finals, classes, stats, profile, png,
+         title=f"FRL Fig. 1: class-wise standard / {norm}robust (PGD-20) test error")  # fmt: skip
     for p in (png, fig_csv, table_csv, md):
         print(p)
     return 0

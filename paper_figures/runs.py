@@ -8,7 +8,7 @@ A figure or table script never computes a metric itself. It names the runs it ne
   that need the same run share it);
 * a run with a ``last.pt`` but no ``final.json`` (interrupted) is continued with ``--resume``;
 * otherwise ``deep.train`` runs in this process (its ``main(argv)``), its console output going to
-  ``train.log`` in the run directory.
+  ``train.log`` in the run directory, with a plain progress line every 30 s (``tail -f`` it).
 
 The directory name is the run's readable name plus a hash of everything that changes what is
 trained and evaluated, so a changed setting never silently reuses an old result. The script then
@@ -34,6 +34,7 @@ from pathlib import Path
 __all__ = [
     "RunSpec",
     "RunError",
+    "ensure_certified",
     "ensure_run",
     "ensure_runs",
     "main_with_errors",
@@ -211,7 +212,6 @@ def ensure_run(
         argv += ["--init", str(_chosen_checkpoint(base_dir))]
     resuming = (run_dir / "last.pt").exists()
     argv += ["--resume", str(run_dir)] if resuming else ["--out", str(run_dir)]
-    argv += ["--quiet"]
     if spec.download and not resuming:
         argv += ["--download"]
     if device is not None:
@@ -219,7 +219,7 @@ def ensure_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "train.log"
     if log is not None:
-        log(f"{'resuming' if resuming else 'training'} {run_dir} ...")
+        log(f"{'resuming' if resuming else 'training'} {run_dir} ... (progress: {log_path})")
     start = time.perf_counter()
     with log_path.open("a") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
         print("python -m deep.train " + " ".join(argv), flush=True)
@@ -257,6 +257,51 @@ def ensure_runs(
 ) -> list[Path]:
     """:func:`ensure_run` for each spec, in order; their folders."""
     return [ensure_run(s, runs_dir, device=device, log=log) for s in specs]
+
+
+def ensure_certified(
+    run_dir: str | os.PathLike,
+    options: Sequence[str],
+    *,
+    device: str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """``certify.json`` of ``python -m deep.certify`` on the run's evaluated checkpoint.
+
+    ``options``: deep.certify options (``--dataset``, ``--sigma``, ``--n``, ...; not
+    ``--checkpoint``, ``--out`` or ``--device``). The result lives in
+    ``<run_dir>/certify-<hash of options>/`` and is reused when its certify.json exists.
+    """
+    from deep import certify  # heavy import only when a certification is needed
+
+    run_dir = Path(run_dir)
+    digest = hashlib.sha1(json.dumps(list(options)).encode()).hexdigest()[:10]
+    out = run_dir / f"certify-{digest}"
+    path = out / "certify.json"
+    if not path.exists():
+        argv = ["--checkpoint", str(_chosen_checkpoint(run_dir)), "--out", str(out), *options]
+        argv += ["--quiet"] + (["--device", device] if device is not None else [])
+        out.mkdir(parents=True, exist_ok=True)
+        if log is not None:
+            log(f"certifying {run_dir.name} ({' '.join(options)}) ...")
+        log_path = out / "certify.log"
+        with log_path.open("a") as fh, contextlib.redirect_stdout(fh), \
+                contextlib.redirect_stderr(fh):  # fmt: skip
+            print("python -m deep.certify " + " ".join(argv), flush=True)
+            try:
+                status = certify.main(argv)
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else 2
+        if status == 130:
+            raise KeyboardInterrupt
+        if status != 0 or not path.exists():
+            raise RunError(f"deep.certify failed for {run_dir} (exit status {status}); end of "
+                           f"{log_path}:\n" + _tail(log_path))  # fmt: skip
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path} is not a readable certify.json ({exc}); delete {out} to "
+                       "recompute it") from None  # fmt: skip
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -48,6 +48,11 @@ METHOD_COLORS: dict[str, str] = {
     "frl-rw": "#d62728",
     "frl-rm": "#9467bd",
     "frl-rwrm": "#393b79",
+    "cfa-at": "#637939",
+    "cfa-trades": "#8ca252",
+    "wat-trades": "#843c39",
+    "dafa-trades": "#7b4173",
+    "dafa-at": "#a55194",
 }
 
 #: Display names (as the papers write them).
@@ -69,6 +74,11 @@ METHOD_LABELS: dict[str, str] = {
     "frl-rw": "FRL (Reweight)",
     "frl-rm": "FRL (Remargin)",
     "frl-rwrm": "FRL (Reweight+Remargin)",
+    "cfa-at": "CFA_AT",
+    "cfa-trades": "CFA_TRADES",
+    "wat-trades": "WAT_TRADES",
+    "dafa-trades": "DAFA_TRADES",
+    "dafa-at": "DAFA_AT",
 }
 
 #: FRL Fig. 2 colours of the two Gaussian classes (class -1 yellow, class +1 blue).

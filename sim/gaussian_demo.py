@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -161,7 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="output folder (default: runs/gaussian_demo-YYYYmmdd-HHMMSS)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--progress-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="when stderr is not a terminal: seconds between plain progress lines",
+    )
     return p
 
 
@@ -177,6 +183,8 @@ def _parse(argv) -> argparse.Namespace:
     for name in ("mlp_epochs", "pgd_steps", "coverage_trials"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.progress_interval >= 0:
+        parser.error(f"--progress-interval must be >= 0 seconds, got {args.progress_interval}")
     if not 0 < args.confidence < 1:
         parser.error(f"--confidence must be in (0, 1), got {args.confidence}")
     if not (args.tau >= 0 and math.isfinite(args.tau)):
@@ -475,17 +483,14 @@ def _json_default(obj):
 
 def main(argv=None) -> int:
     args = _parse(argv)
-    from tqdm.auto import tqdm
+    from deep.progress import Progress
 
     out = args.out or Path("runs") / f"gaussian_demo-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     model_parts = [p for p in ("intercept", "logistic", "mlp", "mitigation") if p in args.parts]
     total = len(args.setting_params) * len(model_parts) + ("coverage" in args.parts)
-    progress = tqdm(
-        total=total,
-        desc="gaussian demo",
-        file=sys.stderr,
-        disable=args.quiet or not sys.stderr.isatty(),
+    progress = Progress(
+        total, "gaussian demo", enabled=not args.quiet, interval=args.progress_interval, unit="part"
     )
     start = time.perf_counter()
     results: dict = {

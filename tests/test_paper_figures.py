@@ -184,6 +184,20 @@ def test_ensure_run_resumes_a_run_without_final_json(cache):
     assert read_final(run_dir)["results"] == before["results"]  # same model, same attack seeds
 
 
+def test_a_run_logs_plain_progress_lines_to_its_train_log(tmp_path, monkeypatch):
+    import deep.config
+
+    monkeypatch.setattr(deep.config, "DEFAULT_INTERVAL_S", 0.0)  # a line at every step
+    spec = RunSpec("p", ("--dataset", "digits", "--method", "pgd-at", "--epochs", "1",
+                         "--train-per-class", "5", "--batch-size", "25", "--attack-steps", "1",
+                         "--final-attacks", "clean", "--final-n-per-class", "1"))  # fmt: skip
+    messages = []
+    run_dir = ensure_run(spec, tmp_path, log=messages.append)
+    assert messages[0].endswith(f"(progress: {run_dir / 'train.log'})")
+    log = (run_dir / "train.log").read_text()
+    assert "epoch 1/1: step 2/2 (100.0%)" in log and "ETA" in log
+
+
 def test_a_failing_run_is_one_line_with_deep_trains_message_and_leaves_the_cache(tmp_path, capsys):
     """A script whose deep.train run fails (here: CIFAR-10 files that are not there) prints one
     line with deep.train's own message, not a traceback nor deep.train's usage; the failed run
@@ -213,7 +227,7 @@ def test_a_failing_run_is_one_line_with_deep_trains_message_and_leaves_the_cache
         ensure_run(spec, runs, log=None)
     assert "\n" not in str(exc.value)
     command = (runs / "failed" / spec.key / "train.log").read_text().splitlines()[0]
-    assert command.endswith("--quiet --download")
+    assert command.endswith(" --download")
 
 
 def test_run_spec_refuses_reserved_options():
@@ -426,6 +440,18 @@ def test_every_table_row_is_a_valid_deep_train_command(dataset):
     assert seen > 50
     wrn = faal_tables.table_rows(profile, 3)[0].specs[0].argv
     assert ("--model" in wrn) == (dataset != "fashion-mnist")
+    # CFA and WAT rows of Tables 1, 4, 5, 6; CFA's evaluate the FAWA model
+    for table, keys in ((1, {"cfa-trades", "wat-trades"}), (4, {"cfa-at", "cfa-trades",
+                        "wat-trades"}), (5, {"cfa-at", "wat-trades"}),
+                        (6, {"cfa-trades", "wat-trades"})):  # fmt: skip
+        rows = [r for r in faal_tables.table_rows(profile, table) if r.key in keys]
+        assert {r.key for r in rows} == keys
+        for row in rows:
+            argv = row.specs[0].argv
+            assert ("fawa" in argv) == row.key.startswith("cfa")
+            assert (row.epochs == "2") == (table == 5) and (row.specs[0].init is None) != (
+                table == 5
+            )
     # rows whose point is the end of training evaluate last.pt, not an earlier best.pt
     for table, wanted in ((6, lambda row: row.label in ("FAAL_AT", "FAAL_TRADES")),
                           (5, lambda row: row.key == "faal-at")):  # fmt: skip

@@ -70,8 +70,8 @@ class EpochEnd:
 
     ``validation`` holds the loop's class-wise clean / PGD-20 accuracies on the validation split
     (None without one); ``val`` is that split. ``ctx`` is the ``deep.distributed`` context
-    (statistics must end equal on every rank). ``attack_steps``, ``eps`` and ``step_size`` are the
-    run's training-attack settings.
+    (statistics must end equal on every rank). ``attack_steps``, ``eps``, ``step_size`` and
+    ``norm`` (``"linf"`` or ``"l2"``) are the run's training-attack settings.
     """
 
     epoch: int
@@ -86,6 +86,7 @@ class EpochEnd:
     eps: float
     step_size: float
     attack_steps: int
+    norm: str = "linf"
 
 
 def check_kind(state: dict, kind: str) -> None:

@@ -27,7 +27,14 @@ from theory.frl import (
     update_multipliers,
 )
 
+#: ``--frl-step-rule``: the package's fixed attack step, or the reference code's max eps / 4.
+FRL_STEP_RULES = ("fixed", "batch-max")
+#: ``--frl-update-at``: multipliers updated after each epoch, or (reference code) at its start.
+FRL_UPDATE_AT = ("epoch-end", "epoch-start")
+
 __all__ = [
+    "FRL_STEP_RULES",
+    "FRL_UPDATE_AT",
     "BaselineReweight",
     "FRLWeighting",
     "FixedClassWeighting",
@@ -114,10 +121,17 @@ class FRLWeighting(_TwoTermWeighting):
         eps_cap: float | None = None,
         eps_clamp: tuple[float, float] = (0.98, 3.0),
         base_step: float | None = None,
+        step_rule: str = "fixed",
+        update_at: str = "epoch-end",
     ) -> None:
         super().__init__(_check_num_classes(num_classes), base_eps=base_eps, base_step=base_step)
         if mode not in FRL_MODES:
             raise ValueError(f"mode must be one of {FRL_MODES}, got {mode!r}")
+        if step_rule not in FRL_STEP_RULES:
+            raise ValueError(f"step_rule must be one of {FRL_STEP_RULES}, got {step_rule!r}")
+        if update_at not in FRL_UPDATE_AT:
+            raise ValueError(f"update_at must be one of {FRL_UPDATE_AT}, got {update_at!r}")
+        self.step_rule, self.update_at = step_rule, update_at
         base_eps = float(base_eps)
         if not (math.isfinite(base_eps) and base_eps > 0.0):
             raise ValueError(f"base_eps must be a finite number > 0, got {base_eps}")
@@ -162,6 +176,22 @@ class FRLWeighting(_TwoTermWeighting):
         if not self.remargins:
             return self.base_eps
         return super().class_eps(y)
+
+    def class_step(self, y: torch.Tensor):
+        """The attack step: the base step ("fixed"), or, as the FRL reference code steps its
+        Remargin attack, the largest per-class budget in the batch / 4 ("batch-max")."""
+        if self.step_rule == "fixed" or not self.remargins:
+            return self.base_step
+        eps = super().class_eps(y)
+        return (eps.amax() / 4).expand_as(eps)
+
+    @property
+    def updates_before_training(self) -> bool:
+        """The reference code's order (``update_at="epoch-start"``): validate and update at the
+        start of every epoch, so the first epoch already trains with updated multipliers. The
+        update at the start of epoch e+1 is the one after epoch e, so only this first one is
+        extra (:meth:`deep.trainer.Trainer.update_before_training`)."""
+        return self.update_at == "epoch-start"
 
     def epoch_end(self, end: EpochEnd) -> dict:
         """One multiplier update from the epoch's validation errors; the rates decay with the
@@ -235,10 +265,14 @@ class FRLWeighting(_TwoTermWeighting):
             "lambda1": self.lambda1.tolist(),
             "lambda2": self.lambda2.tolist(),
             "updates": self.updates,
+            "step_rule": self.step_rule,
+            "update_at": self.update_at,
         }
 
     def load_state_dict(self, state: dict) -> None:
         check_kind(state, "frl")
+        self.step_rule = state.get("step_rule", "fixed")  # states written before these options
+        self.update_at = state.get("update_at", "epoch-end")
         if state["num_classes"] != self.num_classes:
             raise ValueError(
                 f"state_dict has num_classes={state['num_classes']}, this weighting "
@@ -440,6 +474,8 @@ def frl_from_config(cfg: dict, preset, num_classes: int, eps: float, step_size: 
         lim=cfg["frl_lim"],
         eps_cap=cap,
         base_step=step_size,
+        step_rule=cfg.get("frl_step_rule", "fixed"),
+        update_at=cfg.get("frl_update_at", "epoch-end"),
     )
 
 

@@ -98,7 +98,7 @@ class WATMethod(UniformWeighting):
         def ce_kl(x, y, gen):
             x_adv = trades_attack(
                 model, x, eps=end.eps, step_size=end.step_size, steps=end.attack_steps,
-                generator=gen,
+                generator=gen, norm=end.norm,
             )  # fmt: skip
             with torch.no_grad():
                 clean, adv = model(x).float(), model(x_adv).float()

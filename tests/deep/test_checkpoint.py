@@ -36,6 +36,26 @@ def test_save_atomic_round_trip_and_no_temp_files(tmp_path):
         assert torch.equal(loaded["model"][k], v)
 
 
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    """Checkpoints and result files are as readable as any other file (0644 under umask 022),
+    not the 0600 of a temporary file."""
+    import os
+    import stat
+
+    from deep.results import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        save_atomic({"x": torch.zeros(1)}, tmp_path / "a.pt")
+        atomic_write_text(tmp_path / "b.json", "{}")
+        os.umask(0o077)
+        save_atomic({"x": torch.zeros(1)}, tmp_path / "c.pt")  # a stricter umask is respected
+    finally:
+        os.umask(umask)
+    modes = [stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("a.pt", "b.json", "c.pt")]
+    assert modes == [0o644, 0o644, 0o600]
+
+
 def test_failed_save_leaves_old_file_and_no_temp(tmp_path):
     path = tmp_path / "ckpt.pt"
     save_atomic({"epoch": 1}, path)

@@ -377,6 +377,12 @@ def test_cifar10c_per_corruption_and_severity(tmp_path, capsys):
     assert "fog" in capsys.readouterr().out
     csv_results = {r["result"] for r in csv.DictReader((out / "final.csv").open())}
     assert {"cifar10c/fog/1", "cifar10c/snow/3"} <= csv_results
+    # A corruption file that is not there: the message names --cifar10c-dir, not --data-dir.
+    argv = ["--checkpoint", str(ckpt), "--dataset", "cifar10", "--data-dir", str(data_dir),
+            "--attacks", "clean", "--cifar10c-dir", str(c_dir), "--corruptions", "frost",
+            "--out", str(tmp_path / "r2"), "--quiet"]  # fmt: skip
+    err = _exit2(argv, capsys).strip().splitlines()[-1]  # the error line, after the usage
+    assert "frost.npy" in err and "point --cifar10c-dir at" in err and "--data-dir" not in err
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,3 +579,18 @@ def test_ctrl_c_inside_autoattack_is_one_line_and_exit_130(
     err = capsys.readouterr().err.strip()
     assert err == "evaluation interrupted; nothing was written"
     assert not (tmp_path / "r" / "final.json").exists()
+
+
+def test_class_weight_figures_number_epochs_from_1_and_draw_steps_as_a_heatmap(tmp_path):
+    from deep.plots import class_weights_figure, plot_class_weight_steps
+
+    history = torch.softmax(torch.randn(15, 3), dim=1)
+    fig = class_weights_figure(history, ["a", "b", "c"], xlabel="epoch", title="t")
+    ticks = fig.axes[0].get_xticks()
+    assert ticks[0] == 1 and ticks[-1] == 15  # as in the console and metrics.jsonl
+    steps = torch.softmax(torch.randn(40, 3), dim=1)
+    epochs = [1 + i // 8 for i in range(40)]
+    path = plot_class_weight_steps(steps, ["a", "b", "c"], tmp_path / "s.png", epochs=epochs)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="one epoch per step"):
+        plot_class_weight_steps(steps, ["a", "b", "c"], tmp_path / "x.png", epochs=[1, 2])

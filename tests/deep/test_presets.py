@@ -10,7 +10,7 @@ EXPECTED_METHODS = {
     "natural", "pgd-at", "trades", "mart", "at-awp", "trades-awp", "faal-at", "faal-trades",
     "faal-mart", "faal-at-awp", "faal-trades-awp", "frl-rw", "frl-rm", "frl-rwrm",
     "baseline-reweight", "fixed-class", "cfa-at", "cfa-trades", "wat-trades", "dafa-trades",
-    "dafa-at",
+    "dafa-at", "gaussian-noise",
 }  # fmt: skip
 
 
@@ -52,6 +52,7 @@ def test_parts_come_from_the_modules_that_implement_them():
         ("wat-trades", "trades", "trades", "wat", False),
         ("dafa-trades", "trades", "trades", "dafa", False),
         ("dafa-at", "pgd", "at", "dafa", False),
+        ("gaussian-noise", "gaussian", "at", "uniform", False),
     ],
 )
 def test_preset_combination(name, attack, objective, weighting, awp):

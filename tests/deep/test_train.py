@@ -525,6 +525,40 @@ def test_frl_updates_each_epoch_from_validation_errors(tmp_path):
     assert state["updates"] == 3
 
 
+def test_frl_reference_options_step_rule_and_update_before_the_first_epoch(tmp_path, digits):
+    """--frl-step-rule batch-max: the attack step is the batch's largest per-class eps / 4;
+    --frl-update-at epoch-start: the initial model is validated and the multipliers updated before
+    epoch 1, so epoch 1 already trains with the remargined budgets computed here from that
+    validation (the default order leaves epoch 1 at the base eps)."""
+    from deep.methods.frl import FRLWeighting
+
+    w = FRLWeighting(10, 0.1, mode="rwrm", base_step=0.025, step_rule="batch-max")
+    w.lambda2 = np.linspace(-0.2, 0.3, 10)
+    y = torch.tensor([0, 3, 3, 7])
+    eps = 0.1 * np.clip(np.exp(2 * w.lambda2), 0.98, 3.0)
+    step = w.class_step(y)
+    assert step.shape == (4,)
+    np.testing.assert_allclose(step.numpy(), eps[[0, 3, 7]].max() / 4, rtol=1e-6)
+    assert FRLWeighting(10, 0.1, base_step=0.025).class_step(y) == 0.025
+
+    argv = ["--method", "frl-rwrm", "--epochs", "1", "--final-attacks", "clean",
+            "--final-n-per-class", "2", "--attack-steps", "2", "--frl-alpha2", "2.0"]  # fmt: skip
+    assert run(tmp_path / "end", *argv) == 0
+    (line,) = metric_lines(tmp_path / "end" / "metrics.jsonl")
+    assert line["class_eps"] == [0.1] * 10
+    assert run(tmp_path / "start", *argv, "--frl-update-at", "epoch-start") == 0
+    (line,) = metric_lines(tmp_path / "start" / "metrics.jsonl")
+    initial = make_trainer(digits, "--method", "frl-rwrm").model  # the same seed: same weights
+    val = evaluate_model(initial, digits.val, num_classes=10, attacks=("clean", "pgd20"),
+                         eps=0.1, step_size=0.025, seed=0)  # fmt: skip
+    clean = np.array(val["clean"]["per_class"])
+    b = clean - np.array(val["pgd20"]["per_class"])
+    lam2 = 2.0 * (b - b.mean() - 0.05)
+    expected = np.minimum(0.1 * np.clip(np.exp(2 * lam2), 0.98, 3.0), 0.2)
+    np.testing.assert_allclose(line["class_eps"], expected, rtol=1e-12)
+    assert not np.allclose(expected, 0.1)
+
+
 # ------------------------------------------------------------------------------------------
 # Bad input
 # ------------------------------------------------------------------------------------------

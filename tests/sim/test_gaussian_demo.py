@@ -84,6 +84,13 @@ def test_bad_options_exit_2_naming_the_option(argv, option, capsys):
     assert option in err
 
 
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    argv = ["--quick", "--parts", "intercept", "--settings", "fig2", "--progress-interval", "0",
+            "--out", str(tmp_path)]  # fmt: skip
+    gaussian_demo.main(argv)
+    assert "gaussian demo: part 1/1 (100.0%)" in capsys.readouterr().err
+
+
 def test_quick_keeps_sizes_given_explicitly():
     args = gaussian_demo._parse(["--quick", "--n-test", "500", "--coverage-trials", "7"])
     assert args.n_test == 500 and args.coverage_trials == 7
@@ -116,3 +123,24 @@ def test_custom_setting_replaces_the_defaults(tmp_path):
     s = res["settings"]["custom"]
     assert s["mixture"] == {"d": 5, "eta": 0.5, "sigma": 1.0, "K": 3.0}
     assert np.isfinite(s["theory"]["b_rob"])
+
+
+def test_mitigation_bars_start_at_zero(tmp_path, monkeypatch):
+    """Bars of errors start their axis at 0 (a truncated axis exaggerates small gaps)."""
+    from sim import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    population = {"robust": (0.343, 0.230), "frl-rw": (0.289, 0.239), "faal": (0.253, 0.253)}
+    setting = {
+        "mixture": {"d": 100, "K": 2.0},
+        "eps": 0.1,
+        "mitigation": {
+            name: {"population": {"worst_robust": w, "average_robust": a}}
+            for name, (w, a) in population.items()
+        },
+    }
+    plots.plot_mitigations(setting, tmp_path / "m.png")
+    (fig,) = figures
+    bottom, top = fig.axes[0].get_ylim()
+    assert bottom == 0 and top > 0.343

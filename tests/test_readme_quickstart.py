@@ -1,0 +1,33 @@
+"""The README quick-start check (tests/readme_quickstart.py, run by .ci/run): it finds every
+marked block in the README and tells a drifted number from a matching one."""
+
+from tests import readme_quickstart as Q
+
+TABLE = """class    clean  PGD-20  CW-20
+-------  -----  ------  -----
+0        100.00  90.00  90.00
+-------  -----  ------  -----
+average   98.20   86.00   86.60
+worst     96.00   54.00   56.00
+"""
+
+
+def test_the_readme_marks_both_quick_start_commands():
+    found = Q.expected_outputs(Q.README.read_text())
+    commands = [command for command, _ in found]
+    assert commands[0].startswith("python -m deep.train ")
+    assert commands[1].startswith("python -m deep.evaluate ")
+    for _, rows in found:
+        assert len(rows["average"]) == len(rows["worst"]) >= 3
+        assert all(float(v) >= 0 for v in rows["average"] + rows["worst"])
+
+
+def test_a_drifted_number_is_reported_and_a_match_is_not():
+    text = "<!-- quickstart-output: python -m deep.train --out x -->\n```\n" + TABLE + "```\n"
+    ((command, expected),) = Q.expected_outputs(text)
+    assert command == "python -m deep.train --out x"
+    assert Q.differences(expected, "noise\n" + TABLE) == []
+    drifted = TABLE.replace("86.00   86.60", "85.80   86.60")
+    (diff,) = Q.differences(expected, drifted)
+    assert "average" in diff and "86.00" in diff and "85.80" in diff
+    assert Q.differences(expected, "no table") != []
