@@ -104,7 +104,7 @@ ADDED_OPTION_DEFAULTS = {
     "cfa_lambda1": 0.5,
     "cfa_lambda2": 0.5,
     "cfa_begin": None,
-    "cfa_decay": 0.88,
+    "cfa_decay": None,
     "fawa_threshold": None,
     "wat_eta": 0.1,
     "dafa_lambda": None,
@@ -379,7 +379,13 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         help="first epoch (0-based) with calibrated eps / beta (default: 10 for runs of >= 100 "
         "epochs as in the paper, else max(1, round(epochs / 20)))",
     )
-    add("--cfa-decay", type=float, default=0.88, help="EMA and FAWA decay per epoch")
+    add(
+        "--cfa-decay",
+        type=float,
+        default=None,
+        help="EMA and FAWA decay per epoch (default: 0.88, the paper's, for runs of >= 100 "
+        "epochs; 0.88^(100/epochs) for shorter runs, the same window as a share of the run)",
+    )
     add(
         "--fawa-threshold",
         type=float,
@@ -490,6 +496,8 @@ def _resolve_method_defaults(cfg: dict, preset) -> None:
     if preset.weighting == "cfa":
         if cfg["cfa_begin"] is None:
             cfg["cfa_begin"] = cfa.default_begin(cfg["epochs"])
+        if cfg["cfa_decay"] is None:
+            cfg["cfa_decay"] = cfa.default_decay(cfg["epochs"])
         if cfg["fawa_threshold"] is None:
             cfg["fawa_threshold"] = cfa.default_fawa_threshold(cfg["dataset"], trades)
     if preset.weighting == "dafa":
@@ -599,7 +607,8 @@ def resolve_config(
     _check(parser, args.cfa_lambda1 >= 0, "--cfa-lambda1 must be >= 0")
     _check(parser, args.cfa_lambda2 >= 0, "--cfa-lambda2 must be >= 0")
     _check(parser, cfg["cfa_begin"] is None or cfg["cfa_begin"] >= 1, "--cfa-begin must be >= 1")
-    _check(parser, 0 <= args.cfa_decay < 1, f"--cfa-decay must be in [0, 1), got {args.cfa_decay}")
+    decay = cfg["cfa_decay"]
+    _check(parser, decay is None or 0 <= decay < 1, f"--cfa-decay must be in [0, 1), got {decay}")
     threshold = cfg["fawa_threshold"]
     _check(parser, threshold is None or 0 <= threshold <= 1, "--fawa-threshold must be in [0, 1]")
     _check(parser, args.wat_eta >= 0, f"--wat-eta must be >= 0, got {args.wat_eta}")

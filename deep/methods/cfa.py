@@ -45,6 +45,7 @@ __all__ = [
     "calibrated_kl_weight",
     "cfa_trades_loss",
     "default_begin",
+    "default_decay",
     "default_fawa_threshold",
     "from_config",
 ]
@@ -73,6 +74,13 @@ def default_begin(epochs: int) -> int:
     """CFA's ``begin``: 10 for runs of >= 100 epochs (the paper), else ``max(1, round(epochs/20))``
     (the same 5 % of a 200-epoch run; at least one epoch of statistics first)."""
     return 10 if epochs >= 100 else max(1, round(epochs / 20))
+
+
+def default_decay(epochs: int) -> float:
+    """EMA / FAWA decay per epoch: 0.88 (the paper) for runs of >= 100 epochs, else
+    ``0.88 ** (100 / epochs)``: the averaging window keeps its share of the run, so a 4-epoch run
+    (0.041) is not dominated by its first, least robust epochs."""
+    return 0.88 ** max(1.0, 100.0 / epochs)
 
 
 def default_fawa_threshold(dataset: str, trades: bool) -> float:
@@ -260,7 +268,7 @@ def from_config(cfg: dict, preset, num_classes: int, eps: float, step_size: floa
         lambda1=cfg["cfa_lambda1"],
         lambda2=cfg["cfa_lambda2"],
         begin=default_begin(cfg["epochs"]) if begin is None else begin,
-        decay=cfg["cfa_decay"],
+        decay=default_decay(cfg["epochs"]) if cfg["cfa_decay"] is None else cfg["cfa_decay"],
         fawa_threshold=threshold,
         reduce_fn=reduce_fn,
     )

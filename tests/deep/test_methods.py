@@ -16,7 +16,13 @@ from deep import distributed as dd
 from deep.attacks import pgd_attack, trades_attack
 from deep.data import ImageSplit
 from deep.methods.base import EpochEnd, ModelAverage, TrainBatch, classwise_sums
-from deep.methods.cfa import CFAMethod, calibrated_eps, calibrated_kl_weight, default_begin
+from deep.methods.cfa import (
+    CFAMethod,
+    calibrated_eps,
+    calibrated_kl_weight,
+    default_begin,
+    default_decay,
+)
 from deep.methods.dafa import DAFAMethod, dafa_weights, default_warmup
 from deep.methods.wat import WATMethod, wat_costs, wat_weights
 from tests.deep.test_train import first_batch, make_trainer
@@ -154,9 +160,13 @@ def test_fawa_updates_only_above_the_threshold_and_falls_back_visibly():
     np.testing.assert_allclose(acc, [correct[val.y == c].mean() for c in range(3)])
 
 
-def test_cfa_begin_default_scales_with_the_run_length():
+def test_cfa_defaults_scale_with_the_run_length():
     assert default_begin(200) == 10 and default_begin(100) == 10
     assert default_begin(5) == 1 and default_begin(2) == 1 and default_begin(40) == 2
+    assert default_decay(200) == default_decay(100) == 0.88
+    assert default_decay(4) == pytest.approx(0.88**25) and default_decay(50) == pytest.approx(
+        0.88**2
+    )
 
 
 # ------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def test_preset_changes_training_vs_its_base(runs, name):
     lines = metric_lines(runs[name] / "metrics.jsonl")
     if name.startswith("cfa"):
         assert config["cfa_begin"] == 1 and (runs[name] / "ema.pt").exists()
+        assert config["cfa_decay"] == pytest.approx(0.88 ** (100 / 3))
         assert lines[1]["class_eps"] == pytest.approx(lines[0]["cfa"]["next_class_eps"])
     if name.startswith("dafa"):
         assert config["dafa_warmup"] == 2 and config["dafa_lambda"] == 1.0
