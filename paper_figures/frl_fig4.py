@@ -28,7 +28,7 @@ from dataclasses import replace
 import numpy as np
 
 from paper_figures.common import build_parser, make_logger, parse_args, write_csv
-from paper_figures.runs import ensure_certified, ensure_run, mean_std
+from paper_figures.runs import ensure_certified, ensure_run, main_with_errors, mean_std
 from paper_figures.style import class_ticks, new_figure, save_figure
 
 __all__ = ["ROBUST_RADIUS", "certify_options", "main", "sigmas_for"]
@@ -159,4 +159,4 @@ def _plot(classes, stats, sigmas, profile, example: dict, path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_errors(main))

@@ -24,6 +24,7 @@ from dataclasses import replace
 
 from paper_figures.common import build_parser, make_logger, parse_args
 from paper_figures.frl_fig1 import class_stats, collect, plot, write_class_csv
+from paper_figures.runs import main_with_errors
 
 __all__ = ["main"]
 
@@ -48,4 +49,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_errors(main))
