@@ -10,7 +10,7 @@
 * TRADES (Zhang et al., ICML 2019, "Theoretically Principled Trade-off between Robustness and
   Accuracy", Algorithm 1 and Eq. 5): start ``x + 0.001 N(0, I)``, ascend ``KL(p_clean || p_adv)``.
 
-Common behaviour (SPEC §3):
+Common behaviour:
 
 * ``eps`` and ``step_size`` are floats or tensors of shape (B,) (per-sample budgets, e.g. FRL's
   class-wise eps), broadcast over (C, H, W).

@@ -1,4 +1,4 @@
-"""Adversarial weight perturbation (AWP; Wu, Xia and Wang, NeurIPS 2020), as SPEC §3 describes it.
+"""Adversarial weight perturbation (AWP; Wu, Xia and Wang, NeurIPS 2020), as FAAL's code runs it.
 
 One training step with AWP:
 
@@ -51,7 +51,7 @@ class AWP:
     """Adversarial weight perturbation with a proxy model and its optimiser.
 
     ``proxy`` must have the model's architecture (e.g. ``copy.deepcopy(model)``); ``proxy_optim``
-    is an optimiser over the proxy's parameters (SPEC §3: plain SGD, lr 0.1; with plain SGD the
+    is an optimiser over the proxy's parameters (plain SGD, lr 0.1; with plain SGD the
     learning rate cancels in the normalised ``diff``). ``gamma`` (5e-3) is the layer-wise relative
     size of the perturbation. ``reduce_fn``, when given, is applied in place to each dw before
     normalising (e.g. an all-reduce average) so all processes perturb their replicas identically.

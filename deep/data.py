@@ -1,8 +1,8 @@
 """Image datasets as uint8 tensors, stratified splits, and a seeded on-device batch loader.
 
-Every data set is read from its *released* file format (SPEC §6) into an :class:`ImageSplit` of
+Every data set is read from its *released* file format into an :class:`ImageSplit` of
 ``uint8`` images ``(N, C, H, W)`` and ``int64`` labels, so that model inputs are ``x / 255`` in
-[0, 1] and normalisation happens inside the model (SPEC §3).
+[0, 1] and normalisation happens inside the model.
 
 Data sets (``DATASET_NAMES``):
 
@@ -336,7 +336,7 @@ def _missing(
 
 
 # --------------------------------------------------------------------------------------------------
-# File readers (SPEC §6)
+# File readers
 # --------------------------------------------------------------------------------------------------
 
 

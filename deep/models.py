@@ -1,8 +1,8 @@
 """Image classifiers used for adversarial training, and a name -> constructor registry.
 
 Every model takes inputs in [0, 1] and applies its own normalisation as the first layer
-(:class:`Normalize`), so attacks work directly in pixel space (SPEC §3: "normalisation applied
-inside the forward"). Architectures follow SPEC §5:
+(:class:`Normalize`), so attacks work directly in pixel space ("normalisation applied
+inside the forward"). Architectures follow the reference implementations:
 
 * ``preact-resnet18``: pre-activation ResNet-18 (He et al., 2016, "Identity Mappings in Deep
   Residual Networks"), the PRN-18 of the FAAL and AWP reference code.
@@ -108,7 +108,7 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet18(nn.Module):
-    """PreAct-ResNet18 (SPEC §5): 3x3 conv 64, stages [2,2,2,2] at 64/128/256/512, final BN+ReLU,
+    """PreAct-ResNet18: 3x3 conv 64, stages [2,2,2,2] at 64/128/256/512, final BN+ReLU,
     average pool, linear."""
 
     def __init__(

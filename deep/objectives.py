@@ -2,9 +2,9 @@
 
 Each function returns a (B,) tensor, one loss per sample, so that a class weighting
 (:mod:`deep.weighting`) can combine them: FAAL Algorithm 1 line 14 uses
-``L = (C/B) sum_i w_{y_i} l_i``; FRL weights the two TRADES parts separately (SPEC §4).
+``L = (C/B) sum_i w_{y_i} l_i``; FRL weights the two TRADES parts separately.
 
-Losses (SPEC §3, as the FAAL reference code runs them):
+Losses (as the FAAL reference code runs them):
 
 - ``"ce"``     natural training: CE(f(x), y) on the clean input;
 - ``"at"``     PGD-AT (Madry et al.): CE(f(x_adv), y);
@@ -26,7 +26,7 @@ OBJECTIVES = ("ce", "at", "trades", "mart")
 #: MART's offset inside the boosted-CE term ``-log(1.0001 - p_top_wrong)`` (Wang et al. 2020).
 MART_OFFSET = 1e-4
 
-#: Default beta per objective: TRADES and MART use 6 in the FAAL reference code (SPEC §3).
+#: Default beta per objective: TRADES and MART use 6 in the FAAL reference code.
 DEFAULT_BETA = 6.0
 
 
@@ -62,7 +62,7 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def kl_clean_adv(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
     """Per-sample KL(p_clean || p_adv) = sum_j p_clean,j (log p_clean,j - log p_adv,j), shape (B,).
 
-    The TRADES boundary term (Zhang et al. 2019; FRL §4 / SPEC §4 "KL = KL(p_clean || p_adv)").
+    The TRADES boundary term (Zhang et al. 2019; FRL §4 "KL = KL(p_clean || p_adv)").
     Gradients flow through both arguments, as in the reference implementations.
     """
     if logits_clean.shape != logits_adv.shape:
@@ -80,7 +80,7 @@ def trades_parts(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two TRADES terms separately: (natural CE_i on clean logits, KL_i(p_clean || p_adv)).
 
-    FRL weights them with different class weights (SPEC §4):
+    FRL weights them with different class weights:
     ``sum_i w0_{y_i} CE_i / sum_i w0_{y_i} + beta sum_i w1_{y_i} KL_i / sum_i w1_{y_i}``.
     """
     _check_logits(logits_clean, y, "logits_clean")
@@ -91,7 +91,7 @@ def trades_parts(
 def mart_loss(
     logits_adv: torch.Tensor, logits_clean: torch.Tensor, y: torch.Tensor, *, beta: float
 ) -> torch.Tensor:
-    """Per-sample MART loss (Wang et al. 2020; SPEC §3).
+    """Per-sample MART loss (Wang et al. 2020).
 
     ``CE(adv) - log(1.0001 - max_{j != y} p_adv,j) + beta KL(p_clean || p_adv) (1 - p_clean,y)``.
     """
@@ -117,7 +117,7 @@ def per_sample_loss(
     *,
     beta: float = DEFAULT_BETA,
 ) -> torch.Tensor:
-    """Per-sample loss (B,) of objective ``name`` in :data:`OBJECTIVES` (SPEC §3).
+    """Per-sample loss (B,) of objective ``name`` in :data:`OBJECTIVES`.
 
     ``"ce"`` needs only ``logits_clean``; ``"at"`` only ``logits_adv``; ``"trades"`` and ``"mart"``
     need both. ``beta`` weights the KL term of TRADES and MART (default 6; must be >= 0).

@@ -13,11 +13,11 @@ References for the parts:
 * PGD-AT (Madry et al. 2018): PGD on cross-entropy, CE on the adversarial example.
 * TRADES (Zhang et al. 2019): KL attack, CE(clean) + beta KL(p_clean || p_adv), beta = 6.
 * MART (Wang et al. 2020): KL attack (as the FAAL reference code runs it), beta = 6.
-* AWP (Wu et al. 2020): adversarial weight perturbation, gamma = 5e-3 (SPEC §3).
+* AWP (Wu et al. 2020): adversarial weight perturbation, gamma = 5e-3.
 * FAAL (CVPR 2024, supp. Algorithm 1): class weights from the KL-constrained DRO problem (Eq. 1-2)
   on the class means of the softmax margin, loss (C/B) sum_i w_{y_i} l_i (line 14).
 * FRL (Xu et al. 2021, Algorithm 1, Eq. 9-11): Reweight ("rw"), Remargin ("rm") and both ("rwrm"),
-  driven by class-wise validation errors once per epoch; TRADES-style loss, beta = 1.5 (SPEC §4).
+  driven by class-wise validation errors once per epoch; TRADES-style loss, beta = 1.5.
 * Baseline Reweight (FRL §5.1, after Agarwal et al. 2018): upweight the class with the highest
   validation robust error; PGD-AT loss.
 * Gaussian-noise augmentation (Cohen et al., ICML 2019, "Certified Adversarial Robustness via
@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 __all__ = ["ATTACKS", "WEIGHTINGS", "Preset", "PRESETS", "METHOD_NAMES", "get_preset"]
 
 #: Training attacks: "none" (natural training), "pgd" (PGD on cross-entropy, uniform random
-#: start), "trades" (ascent on KL(p_clean || p_adv) from x + 0.001 N(0, 1)) (SPEC §3) and
+#: start), "trades" (ascent on KL(p_clean || p_adv) from x + 0.001 N(0, 1)) and
 #: "gaussian" (x + N(0, sigma^2 I), no ascent: randomized smoothing's training noise).
 ATTACKS = ("none", "pgd", "trades", "gaussian")
 

@@ -139,7 +139,7 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------------------------
     def _adversarial(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The training attack (model in eval mode inside the attack; SPEC §3)."""
+        """The training attack (model in eval mode inside the attack)."""
         attack = self.preset.attack
         if attack == "none":
             return x
@@ -167,7 +167,7 @@ class Trainer:
         return adv, clean
 
     def _unweighted_loss(self, logits_adv, logits_clean, y) -> torch.Tensor:
-        """The base method's mean loss (what AWP's proxy ascends; SPEC §3)."""
+        """The base method's mean loss (what AWP's proxy ascends)."""
         return per_sample_loss(
             self.preset.objective, logits_adv, logits_clean, y, beta=self.cfg["beta"]
         ).mean()

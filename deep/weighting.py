@@ -5,8 +5,8 @@ The methods themselves (one module per paper) live in :mod:`deep.methods`: unifo
 CFA, WAT and DAFA in ``deep.methods.cfa`` / ``wat`` / ``dafa``. Their classes can still be imported
 from here (``from deep.weighting import FAALWeighting``).
 
-Sources: FAAL supp. Eq. 1-2 and Algorithm 1 lines 9-14 (SPEC §2), with the class statistic of
-supp. C.2 / Figure 1 (CW margin or cross-entropy); FRL's two-term loss (SPEC §4).
+Sources: FAAL supp. Eq. 1-2 and Algorithm 1 lines 9-14, with the class statistic of
+supp. C.2 / Figure 1 (CW margin or cross-entropy); FRL's two-term loss.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def class_mean_statistic(
     Class sums and counts come from ``scatter_add`` (no host synchronisation). A class absent from
     the batch gets ``absent_value`` (-1 in FAAL supp. B). With ``count_weighted=True`` the result is
     the class *sum* n_c * mean_c, absent classes 0: the objective the FAAL reference code solves
-    (SPEC §2: ``sum_c n_c p_c m_c``).
+    (``sum_c n_c p_c m_c``).
 
     ``reduce_fn``, when given, receives the stacked (2, C) tensor ``[sums; counts]`` and must sum it
     across processes (e.g. ``torch.distributed.all_reduce``, in place, returning ``None``; or
@@ -127,7 +127,7 @@ def weighted_mean_loss(
 def normalised_weighted_loss(
     loss_i: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor
 ) -> torch.Tensor:
-    """``sum_i w_{y_i} l_i / sum_i w_{y_i}`` (the normalisation of the FRL loss, SPEC §4).
+    """``sum_i w_{y_i} l_i / sum_i w_{y_i}`` (the normalisation of the FRL loss).
 
     Weights are detached; uniform weights give the ordinary mean.
     """
@@ -145,7 +145,7 @@ def frl_trades_loss(
     *,
     beta: float = 1.5,
 ) -> torch.Tensor:
-    """FRL's loss (SPEC §4): ``sum w0 CE / sum w0 + beta sum w1 KL / sum w1`` over the batch.
+    """FRL's loss: ``sum w0 CE / sum w0 + beta sum w1 KL / sum w1`` over the batch.
 
     ``ce_i``, ``kl_i`` are the two TRADES parts (:func:`deep.objectives.trades_parts`);
     ``nat_weights`` (w0) weight the natural error, ``bndy_weights`` (w1) the boundary error.

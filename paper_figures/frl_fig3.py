@@ -1,6 +1,6 @@
 """FRL Figure 3: for one class, upweighting its boundary error vs enlarging its attack budget.
 
-FRL §5.3: fine-tuning the PGD-AT model with the FRL loss (CE + 1.5 KL, SPEC §4) where one class
+FRL §5.3: fine-tuning the PGD-AT model with the FRL loss (CE + 1.5 KL) where one class
 ("deer" on CIFAR-10) gets (a) a boundary-error (KL) weight ratio r = 1.0 ... 4.5 over the other
 classes, or (b) an attack budget eps_c = r eps, r = 1.0 ... 2.5; the other classes keep weight
 and budget. Upweighting trades the class's boundary error for standard error; a larger budget

@@ -1,6 +1,6 @@
 """FAAL Theorem 1 by simulation: how often the KL-DRO value upper-bounds the true expected loss.
 
-Setting (FAAL supp. Theorem 1 / Lemma 1, SPEC §2): the true class distribution is P over C classes
+Setting (FAAL supp. Theorem 1 / Lemma 1): the true class distribution is P over C classes
 with class losses l. From n draws we get the empirical distribution P_hat. The DRO value
 
     V(P_hat) = max_{w in simplex, KL(P_hat || w) <= tau} sum_c w_c l_c

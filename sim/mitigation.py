@@ -7,7 +7,7 @@ projections. Methods (names as in :data:`MITIGATIONS`):
 
 - ``robust``: plain robust ERM, ``min_b 1/2 (R_rob(-1) + R_rob(+1))`` at budget eps.
 - ``frl-rw``, ``frl-rm``, ``frl-rwrm``: FRL Algorithm 1 (FRL §4.2-4.3, Eq. 9-11) as its reference
-  code runs it (SPEC §4). Starting from the plain robust model, each round evaluates class-wise
+  code runs it. Starting from the plain robust model, each round evaluates class-wise
   standard errors ``e_c`` and boundary errors ``b_c`` (at eps) on a validation sample, updates the
   multipliers from the gaps ``g0_c = e_c - mean(e) - delta0``, ``g1_c = b_c - mean(b) - delta1``,
   and retrains:
@@ -67,7 +67,7 @@ NUM_CLASSES = 2
 
 @dataclass(frozen=True)
 class FRLSettings:
-    """Hyper-parameters of FRL on the toy (SPEC §4 names)."""
+    """Hyper-parameters of FRL on the toy (named as in FRL's reference code)."""
 
     delta0: float = 0.0
     delta1: float = 0.0
@@ -84,7 +84,7 @@ class FRLSettings:
 
 @dataclass
 class FRLMultipliers:
-    """FRL's Lagrange multipliers and the class weights / class budgets they induce (SPEC §4)."""
+    """FRL's Lagrange multipliers and the class weights / class budgets they induce."""
 
     mode: str
     settings: FRLSettings = field(default_factory=FRLSettings)

@@ -7,7 +7,7 @@ FAAL's class-wise distributionally adversarial weight (Eq. 1-2) is
 
 with p the uniform distribution u (the "forward" direction; the FAAL reference code states the
 constraint as ``sum(kl_div(u, w)) <= tau``).  The reference code solves it with a general conic
-solver at every batch; here it is solved exactly through its one-dimensional dual (SPEC §2):
+solver at every batch; here it is solved exactly through its one-dimensional dual:
 
 * Forward, KL(p || w) <= tau.  The KKT conditions give ``w_c = lambda p_c / (mu - l_c)`` with
   ``mu > max_c l_c`` and ``lambda = 1 / sum_c p_c / (mu - l_c)``; mu is the unique root of
@@ -178,7 +178,7 @@ def _expect(values, p, ops):
 
 
 def _forward_kl(s, d, p, ops, weights_only=False):
-    """h(s) = KL(p || w(s)) and dh/ds for the forward problem (SPEC §2 dual), or w(s).
+    """h(s) = KL(p || w(s)) and dh/ds for the forward problem (the one-dimensional dual), or w(s).
 
     With t = e^s = (mu - max l) / r and x_c = d_c / t: w_c ∝ p_c g_c with g_c = 1 / (1 + x_c)
     (i.e. w_c ∝ p_c / (mu - l_c), the KKT form), y_c = 1 - g_c = x_c g_c,
@@ -394,7 +394,7 @@ def solve_kl_dro(losses, tau, *, prior=None, direction="forward", validate=None)
     prior : array_like or torch.Tensor, shape (C,) or (..., C), optional
         Reference distribution p (strictly positive, sums to 1); default uniform u = 1/C.
     direction : {"forward", "reverse"}
-        "forward": constraint KL(p || w) <= tau (FAAL's constraint, dual root of SPEC §2);
+        "forward": constraint KL(p || w) <= tau (FAAL's constraint; 1-D dual root);
         "reverse": KL(w || p) <= tau (exponential tilting).
     validate : bool, optional
         Check the *values* of the inputs (finite losses, tau >= 0, prior a positive probability
@@ -408,7 +408,7 @@ def solve_kl_dro(losses, tau, *, prior=None, direction="forward", validate=None)
         shape ``losses.shape`` broadcast with tau / prior; every row lies on the simplex.  torch
         weights are detached.
 
-    The forward solution satisfies the KKT form of SPEC §2: ``w_c (mu - l_c)`` is the same for all
+    The forward solution satisfies the KKT form of Eq. 1-2: ``w_c (mu - l_c)`` is the same for all
     classes; all weights stay strictly positive for finite tau.
 
     Raises
@@ -642,7 +642,7 @@ def _solve_torch(losses, tau, prior, direction, validate):
 
 
 def _solve_rows_torch(losses, tau, p, direction):
-    """Fixed-cost root search for the SPEC §2 dual on tensors: no host synchronisation.
+    """Fixed-cost root search for the dual on tensors: no host synchronisation.
 
     A grid search narrows the bracket of :func:`_brackets` (:func:`_grid_search`), then a few
     safeguarded Newton steps on the cancellation-free KL polish the root (:func:`_newton_polish`).
@@ -671,7 +671,7 @@ def _solve_rows_torch(losses, tau, p, direction):
 
 
 def _plain_kl(s, d, log_d, p, direction, ops):
-    """KL(p || w(s)) (forward) or KL(w(s) || p) (reverse) in the direct form of SPEC §2, values
+    """KL(p || w(s)) (forward) or KL(w(s) || p) (reverse) in the direct form of values
     only, for the sign tests of the grid search (torch tensors; s broadcasts against d).
 
     forward: h = E_p log(1 + x) + log(1 - E_p[x / (1 + x)]), x = d e^{-s};
@@ -696,7 +696,7 @@ def _grid_search(lo, width, d, p, tau, direction):
     ``(_GRID_POINTS + 1) ** _GRID_ROUNDS``.
 
     Each round evaluates the KL at ``_GRID_POINTS`` equally spaced interior points at once (an
-    extra grid axis) and, the KL being monotone in s (SPEC §2), counts the points on the
+    extra grid axis) and, the KL being monotone in s, counts the points on the
     lower side of the root; the count is the index of the cell that holds the root, so the new
     bracket follows arithmetically: no gather, no data-dependent branching."""
     import torch
@@ -732,8 +732,8 @@ def _newton_polish(s, guard_lo, guard_hi, d, p, tau, direction):
 
 
 def solve_kl_dro_cvxpy(losses, tau, *, prior=None, direction="forward", solver=None):
-    """Reference solution of FAAL Eq. 1-2 with cvxpy, in the formulation of SPEC §2 (as the FAAL
-    reference code states it): maximize l @ w s.t. sum(kl_div(p, w)) <= tau (forward) or
+    """Reference solution of FAAL Eq. 1-2 with cvxpy, as the FAAL reference code
+    states it: maximize l @ w s.t. sum(kl_div(p, w)) <= tau (forward) or
     sum(kl_div(w, p)) <= tau (reverse), sum(w) = 1, w >= 0.  The problem is rebuilt per row.
     For tests and benchmarks only; accuracy is the conic solver's (~1e-7), not machine precision.
     """
@@ -786,7 +786,7 @@ def _check_n_c(n, num_classes):
 
 
 def coverage_lower_bound(n, C, tau):  # noqa: N803 (C is the paper's symbol)
-    """Finite-sample form of FAAL Theorem 1 / Lemma 1 (method of types, SPEC §2):
+    """Finite-sample form of FAAL Theorem 1 / Lemma 1 (method of types):
 
         Pr(KL(P_hat_n || P) <= tau) >= max(0, 1 - (n + 1)^C e^{-n tau}),
 

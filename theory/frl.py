@@ -1,6 +1,6 @@
 """Fair Robust Learning's multiplier updates (FRL §4, Algorithm 1, Eq. 9-11).
 
-The one place where FRL's update rule lives, as its reference implementation runs it (SPEC §4).
+The one place where FRL's update rule lives, as its reference implementation runs it.
 ``deep.weighting`` (training networks) and ``sim.mitigation`` (the Gaussian toy) both call it.
 
 From class-wise validation standard errors ``e_c`` and boundary errors ``b_c`` (FRL Eq. 7), with

@@ -40,7 +40,7 @@ class FAALWeighting(UniformWeighting):
     tau is used (e.g. ``[(75, 0.025), (90, 0.05)]``, FAAL supp. C.7); before the first milestone
     ``tau``.
     Before ``start_epoch`` the weights are uniform. ``count_weighted=True`` solves the reference
-    code's objective with class sums n_c l_c (SPEC §2). ``reduce_fn`` all-reduces class sums/counts
+    code's objective with class sums n_c l_c. ``reduce_fn`` all-reduces class sums/counts
     across processes (see :func:`class_mean_statistic`).
 
     The weights of every batch are averaged on device per epoch; :attr:`weight_history` holds one

@@ -1,7 +1,7 @@
 """FRL: Fair Robust Learning (Xu et al., ICML 2021), and the two baselines of its experiments.
 
 * :class:`FRLWeighting`: Reweight / Remargin multipliers from class-wise validation errors (FRL
-  Algorithm 1, Eq. 9-11, as the FRL reference code runs them; SPEC §4), with FRL's two-term
+  Algorithm 1, Eq. 9-11, as the FRL reference code runs them), with FRL's two-term
   TRADES loss ``sum w0 CE / sum w0 + beta sum w1 KL / sum w1``.
 * :class:`BaselineReweight`: FRL §5.1's baseline that upweights the worst validation class.
 * :class:`FixedClassWeighting`: FRL §5.3 / Figure 3, fixed per-class boundary weights and budgets.
@@ -45,7 +45,7 @@ __all__ = [
 
 
 class _TwoTermWeighting(UniformWeighting):
-    """Class weights of FRL's two-term loss (SPEC §4): ``w0`` for the natural CE term, ``w1`` for
+    """Class weights of FRL's two-term loss: ``w0`` for the natural CE term, ``w1`` for
     the boundary (KL) term, and per-class budgets, all held on the host as float64 numpy arrays
     (``nat_weight_values``, ``bndy_weight_values``, ``eps_values``, given by the subclass) and
     cached on each device as float32 tensors in ``self._device_cache`` (which the subclass creates
@@ -80,7 +80,7 @@ class _TwoTermWeighting(UniformWeighting):
     def trades_loss(
         self, ce_i: torch.Tensor, kl_i: torch.Tensor, y: torch.Tensor, *, beta: float = 1.5
     ) -> torch.Tensor:
-        """FRL's training loss ``sum w0 CE / sum w0 + beta sum w1 KL / sum w1`` (SPEC §4)."""
+        """FRL's training loss ``sum w0 CE / sum w0 + beta sum w1 KL / sum w1``."""
         return frl_trades_loss(
             ce_i, kl_i, y, self.batch_weights(None, y), self.bndy_weights(y), beta=beta
         )
@@ -90,7 +90,7 @@ class FRLWeighting(_TwoTermWeighting):
     """Fair Robust Learning multipliers (FRL Algorithm 1, Eq. 11, as its reference code runs them).
 
     After each epoch, from class-wise validation standard errors e_c and boundary errors b_c
-    (b_c = clean acc_c - PGD acc_c), with e = mean_c e_c and b = mean_c b_c (SPEC §4):
+    (b_c = clean acc_c - PGD acc_c), with e = mean_c e_c and b = mean_c b_c:
 
     - gaps g0_c = e_c - e - delta0, g1_c = b_c - b - delta1;
     - Reweight ("rw", "rwrm"): lambda0 <- N(lambda0 + a1 g0), lambda1 <- N(lambda1 + 2 a1 g1),
@@ -101,7 +101,7 @@ class FRLWeighting(_TwoTermWeighting):
       eps_c = base_eps * clamp(exp(2 lambda2_c), *eps_clamp), then min(eps_c, eps_cap).
 
     ``update_from_validation(..., rate_scale=s)`` multiplies a1 and a2 by s (the paper decays them
-    by 0.1 every 40 epochs). The training loss is :meth:`trades_loss` (SPEC §4);
+    by 0.1 every 40 epochs). The training loss is :meth:`trades_loss`;
     :meth:`batch_weights` returns w0, :meth:`bndy_weights` returns w1.
     """
 
@@ -382,7 +382,7 @@ def _check_class_ratios(values, num_classes: int, name: str) -> np.ndarray:
 class FixedClassWeighting(_TwoTermWeighting):
     """Fixed per-class boundary-error weights and attack budgets (FRL §5.3, Figure 3).
 
-    FRL's two-term loss (SPEC §4, :func:`frl_trades_loss`) with uniform natural weights
+    FRL's two-term loss (:func:`frl_trades_loss`) with uniform natural weights
     w0_c = 1/C and boundary (KL) weights in the given ratios, renormalised to sum 1:
     w1_c = r_c / sum_j r_j. Only the ratios matter, since the loss normalises each term by its
     weights: ``boundary_ratios`` [1, ..., r, ..., 1] weighs one class's boundary error r times
