@@ -548,7 +548,7 @@ def data_sizes(args) -> dict:
 
 def canonical_command(argv: list[str]) -> str:
     """The benchmark's command without the options that only say where or how it runs."""
-    local = {"--runs", "--out", "--jobs", "--max-hours", "--threads", "--device"}
+    local = {"--runs", "--out", "--jobs", "--max-hours", "--threads", "--device", "--readme"}
     flags = {"--status", "--report-only"}
     kept, skip = [], False
     for arg in argv:
@@ -696,6 +696,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--status", action="store_true", help="list what is done and missing; exit")
     g.add_argument("--report-only", action="store_true", help="rewrite the report; train nothing")
+    g.add_argument(
+        "--readme",
+        default=None,
+        help="also write the tables into this file's fairness-benchmark block (e.g. README.md)",
+    )
     return p
 
 

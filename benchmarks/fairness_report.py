@@ -223,6 +223,28 @@ def build_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+README_START = "<!-- fairness-benchmark:start -->"
+README_END = "<!-- fairness-benchmark:end -->"
+
+
+def table_block(markdown: str) -> str:
+    """The tables of a report's Markdown (its lines from the first table row to the CPU line)."""
+    lines = markdown.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    last = max(i for i, line in enumerate(lines) if line.startswith("| "))
+    return "\n".join(lines[first : last + 1])
+
+
+def update_readme(readme: Path, markdown: str) -> None:
+    """Replace the README's block between the benchmark markers by the report's tables."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise SystemExit(f"{readme} has no {README_START} ... {README_END} block")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{table_block(markdown)}\n{README_END}{tail}")
+
+
 def _figures(report: dict, out: Path, prefix: str) -> list[Path]:
     import matplotlib
 
@@ -335,6 +357,9 @@ def write_report(args, inputs: dict) -> list[Path]:
         tmp.write_text(text)
         os.replace(tmp, path)
         paths.append(path)
+    if getattr(args, "readme", None):
+        update_readme(Path(args.readme), build_markdown(report))
+        paths.append(Path(args.readme))
     figures = out / f"{prefix}_figures"
     figures.mkdir(exist_ok=True)
     paths += _figures(report, figures, prefix)
