@@ -157,3 +157,17 @@ def test_bad_options_are_refused(tmp_path):
         assert result.returncode == 2 and message in result.stderr, result.stderr
     result = _bench(tmp_path, "--scratch", "pgd-at,no-such-method")
     assert result.returncode != 0 and "unknown method 'no-such-method'" in result.stderr
+
+
+def test_readme_shows_the_committed_benchmark_tables():
+    _load_module()
+    import fairness_report
+
+    readme = (REPO / "README.md").read_text()
+    markdown = (REPO / "docs" / "results" / "fairness_benchmark.md").read_text()
+    block = readme.split(fairness_report.README_START)[1].split(fairness_report.README_END)[0]
+    assert block.strip() == fairness_report.table_block(markdown)
+    # the JSON behind the table holds the rows the README shows
+    report = json.loads((REPO / "docs" / "results" / "fairness_benchmark.json").read_text())
+    for row in report["rows"].values():
+        assert f"| {row['label']} | {len(row['seeds'])} |" in block
