@@ -83,13 +83,6 @@ class RunSpec:
         return f"{self.name}-{hashlib.sha1(identity.encode()).hexdigest()[:10]}"
 
 
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def _error_line(log_path: Path) -> str:
     """deep.train's own message: the argparse ``error:`` line, else the log's last line."""
     try:
@@ -295,8 +288,10 @@ def ensure_certified(
         if status == 130:
             raise KeyboardInterrupt
         if status != 0 or not path.exists():
-            raise RunError(f"deep.certify failed for {run_dir} (exit status {status}); end of "
-                           f"{log_path}:\n" + _tail(log_path))  # fmt: skip
+            raise RunError(
+                f"deep.certify failed for {run_dir.name} (exit status {status}): "
+                f"{_error_line(log_path)} (log: {log_path})"
+            )
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -120,3 +120,19 @@ def test_norm_option_reaches_every_run_and_keeps_linf_runs_unchanged():
     script = next(s for s in dispatcher.SCRIPTS if s.name == "frl_tables")
     argv = dispatcher._script_argv(script, args)
     assert argv[argv.index("--norm") + 1] == "l2"
+
+
+def test_a_failed_certification_is_one_line_with_deep_certify_s_message(tmp_path):
+    from deep.checkpoint import save_atomic
+    from deep.models import build_model
+    from paper_figures.runs import RunError, ensure_certified
+
+    model = build_model("small-cnn", 10, in_channels=1, image_size=8)
+    save_atomic({"model_config": model.model_config, "model": model.state_dict()},
+                tmp_path / "best.pt")  # fmt: skip
+    (tmp_path / "final.json").write_text('{"checkpoint": "best.pt", "classes": [], "results": {}}')
+    with pytest.raises(RunError) as info:
+        ensure_certified(tmp_path, ["--dataset", "digits", "--sigma", "-1"], log=None)
+    message = str(info.value)
+    assert "\n" not in message and "deep.certify failed" in message and "--sigma" in message
+    assert not list(tmp_path.glob("certify-*/certify.json"))  # nothing cached as a result
