@@ -217,6 +217,21 @@ class UniformWeighting:
         self.num_classes = None if num_classes is None else _check_num_classes(num_classes)
         self.base_eps = base_eps
         self.base_step = base_step
+        self._device_values: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    def _on_device(self, key: str, values: Callable[[], Any], device) -> torch.Tensor:
+        """``values()`` (per-class host values) as a float32 tensor on ``device``, computed and
+        copied once until :meth:`_values_changed` (so a training step never copies them)."""
+        cache_key = (key, torch.device(device))
+        if cache_key not in self._device_values:
+            self._device_values[cache_key] = torch.as_tensor(
+                values(), dtype=torch.float32, device=device
+            )
+        return self._device_values[cache_key]
+
+    def _values_changed(self) -> None:
+        """Forget the device copies of :meth:`_on_device` (call whenever the values change)."""
+        self._device_values.clear()
 
     def _classes(self, num_classes: int | None) -> int:
         if num_classes is not None:

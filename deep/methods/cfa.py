@@ -138,7 +138,6 @@ class CFAMethod(UniformWeighting):
         self._counts: torch.Tensor | None = None  # [correct; seen] per class, this epoch
         self.ema = ModelAverage()
         self.fawa = ModelAverage()
-        self._cache: dict = {}
 
     # -- per-class values (host, float64) ---------------------------------------------------------
     def eps_values(self) -> np.ndarray:
@@ -151,22 +150,17 @@ class CFAMethod(UniformWeighting):
         lambda2 = self.lambda2 if self.calibrated else 1.0  # (1 + 0) beta before `begin`
         return calibrated_kl_weight(acc, self.beta, lambda2)
 
-    def _on(self, key: str, values: np.ndarray, device) -> torch.Tensor:
-        if (key, device) not in self._cache:
-            self._cache[key, device] = torch.as_tensor(values, dtype=torch.float32, device=device)
-        return self._cache[key, device]
-
     # -- per batch ---------------------------------------------------------------------------------
     def class_eps(self, y: torch.Tensor):
         if not self.calibrated:
             return self.base_eps
-        return self._on("eps", self.eps_values(), y.device)[y]
+        return self._on_device("eps", self.eps_values, y.device)[y]
 
     def loss(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.trades:
             return super().loss(batch)
         ce_i, kl_i = trades_parts(batch.logits_adv, batch.logits_clean, batch.y)
-        kl_w = self._on("kl", self.kl_weight_values(), batch.y.device)
+        kl_w = self._on_device("kl", self.kl_weight_values, batch.y.device)
         weights = self._uniform(self.num_classes, batch.y)
         return cfa_trades_loss(ce_i, kl_i, batch.y, kl_w), weights
 
@@ -205,7 +199,7 @@ class CFAMethod(UniformWeighting):
             self.acc = np.where(seen > 0, correct / np.maximum(seen, 1.0), self.acc)
         self._counts = None
         self.calibrated = end.epoch + 1 >= self.begin
-        self._cache.clear()
+        self._values_changed()
         self.ema.update(end.model, self.decay)
         record = {"train_robust_acc": self.acc.tolist()}
         if end.val is not None and len(end.val):
@@ -249,7 +243,7 @@ class CFAMethod(UniformWeighting):
         self._counts = None if counts is None else counts.to(device)
         self.ema.load_state_dict(state["ema"], device)
         self.fawa.load_state_dict(state["fawa"], device)
-        self._cache.clear()
+        self._values_changed()
 
 
 def from_config(cfg: dict, preset, num_classes: int, eps: float, step_size: float, reduce_fn):

@@ -107,12 +107,9 @@ class DAFAMethod(UniformWeighting):
         self.weights = np.ones(self.num_classes)
         self.computed = False
         self._sums: torch.Tensor | None = None  # (C + 1, C): probability sums; last row counts
-        self._cache: dict = {}
 
     def _on(self, device) -> torch.Tensor:
-        if device not in self._cache:
-            self._cache[device] = torch.as_tensor(self.weights, dtype=torch.float32, device=device)
-        return self._cache[device]
+        return self._on_device("w", lambda: self.weights, device)
 
     # -- per batch ---------------------------------------------------------------------------------
     def class_eps(self, y: torch.Tensor):
@@ -159,7 +156,7 @@ class DAFAMethod(UniformWeighting):
         self.weights = np.maximum(raw, self.min_weight)
         self.computed = True
         self._sums = None
-        self._cache.clear()
+        self._values_changed()
         clipped = [int(c) for c in np.flatnonzero(raw < self.min_weight)]
         return {"dafa": {"class_weights": self.weights.tolist(), "clipped_classes": clipped}}
 
@@ -183,7 +180,7 @@ class DAFAMethod(UniformWeighting):
         self.computed = bool(state["computed"])
         sums = state["sums"]
         self._sums = None if sums is None else sums.to(device)
-        self._cache.clear()
+        self._values_changed()
 
 
 def default_lambda(dataset: str) -> float:

@@ -48,28 +48,20 @@ class _TwoTermWeighting(UniformWeighting):
     """Class weights of FRL's two-term loss: ``w0`` for the natural CE term, ``w1`` for
     the boundary (KL) term, and per-class budgets, all held on the host as float64 numpy arrays
     (``nat_weight_values``, ``bndy_weight_values``, ``eps_values``, given by the subclass) and
-    cached on each device as float32 tensors in ``self._device_cache`` (which the subclass creates
-    and clears whenever its values change)."""
-
-    def _on(self, key: str, values: np.ndarray, device: torch.device) -> torch.Tensor:
-        cache_key = (key, torch.device(device))
-        if cache_key not in self._device_cache:
-            self._device_cache[cache_key] = torch.as_tensor(
-                values, dtype=torch.float32, device=device
-            )
-        return self._device_cache[cache_key]
+    copied to each device once per change (:meth:`_on_device`; the subclass calls
+    :meth:`_values_changed` whenever its values change)."""
 
     def batch_weights(self, margins, y: torch.Tensor, epoch: int = 0, **_: object) -> torch.Tensor:
         """w0 (C,) on ``y``'s device: the natural-error weights."""
-        return self._on("w0", self.nat_weight_values(), y.device)
+        return self._on_device("w0", self.nat_weight_values, y.device)
 
     def bndy_weights(self, y: torch.Tensor) -> torch.Tensor:
         """w1 (C,) on ``y``'s device: the boundary-error weights."""
-        return self._on("w1", self.bndy_weight_values(), y.device)
+        return self._on_device("w1", self.bndy_weight_values, y.device)
 
     def class_eps(self, y: torch.Tensor) -> torch.Tensor:
         """Per-sample budgets eps_{y_i}, shape (B,), on ``y``'s device."""
-        return self._on("eps", self.eps_values(), y.device)[y]
+        return self._on_device("eps", self.eps_values, y.device)[y]
 
     def loss(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """FRL's two-term loss of the batch and its natural-term weights w0."""
@@ -161,7 +153,6 @@ class FRLWeighting(_TwoTermWeighting):
         self.lambda1 = np.zeros(self.num_classes)
         self.lambda2 = np.zeros(self.num_classes)
         self.updates = 0
-        self._device_cache: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     @property
     def reweights(self) -> bool:
@@ -233,7 +224,7 @@ class FRLWeighting(_TwoTermWeighting):
             lim=self.lim,
         )
         self.updates += 1
-        self._device_cache.clear()
+        self._values_changed()
 
     # -- host-side values (float64 numpy) ----------------------------------------------------------
     def nat_weight_values(self) -> np.ndarray:
@@ -291,7 +282,7 @@ class FRLWeighting(_TwoTermWeighting):
                 raise ValueError(f"state_dict {key} must have length {self.num_classes}")
             setattr(self, key, values)
         self.updates = int(state["updates"])
-        self._device_cache.clear()
+        self._values_changed()
 
 
 class BaselineReweight(UniformWeighting):
@@ -320,7 +311,6 @@ class BaselineReweight(UniformWeighting):
             raise ValueError(f"boost must be a finite number >= 1, got {boost}")
         self.boost = float(boost)
         self.worst_class: int | None = None
-        self._device_cache: dict[torch.device, torch.Tensor] = {}
 
     def weight_values(self) -> np.ndarray:
         weights = np.ones(self.num_classes)
@@ -332,7 +322,7 @@ class BaselineReweight(UniformWeighting):
         e = _as_error_vector(std_err, self.num_classes, "std_err", 0.0)
         b = _as_error_vector(bndy_err, self.num_classes, "bndy_err", -1.0)
         self.worst_class = int(np.argmax(e + b))
-        self._device_cache.clear()
+        self._values_changed()
 
     def epoch_end(self, end: EpochEnd) -> dict:
         """Picks the class with the highest validation robust error for the next epoch."""
@@ -346,11 +336,7 @@ class BaselineReweight(UniformWeighting):
 
     def batch_weights(self, margins, y: torch.Tensor, epoch: int = 0, **_: object) -> torch.Tensor:
         """Class weights (C,) on ``y``'s device (copied to the device once per update)."""
-        if y.device not in self._device_cache:
-            self._device_cache[y.device] = torch.as_tensor(
-                self.weight_values(), dtype=torch.float32, device=y.device
-            )
-        return self._device_cache[y.device]
+        return self._on_device("w", self.weight_values, y.device)
 
     def state_dict(self) -> dict:
         return {
@@ -367,7 +353,7 @@ class BaselineReweight(UniformWeighting):
         self.base_eps = state["base_eps"]
         self.boost = float(state["boost"])
         self.worst_class = state["worst_class"]
-        self._device_cache.clear()
+        self._values_changed()
 
 
 def _check_class_ratios(values, num_classes: int, name: str) -> np.ndarray:
@@ -410,7 +396,6 @@ class FixedClassWeighting(_TwoTermWeighting):
             boundary_ratios, self.num_classes, "boundary_ratios"
         )
         self.eps_scales = _check_class_ratios(eps_scales, self.num_classes, "eps_scales")
-        self._device_cache: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     # -- host-side values (float64 numpy) ----------------------------------------------------------
     def nat_weight_values(self) -> np.ndarray:
@@ -457,7 +442,7 @@ class FixedClassWeighting(_TwoTermWeighting):
             state["boundary_ratios"], self.num_classes, "boundary_ratios"
         )
         self.eps_scales = _check_class_ratios(state["eps_scales"], self.num_classes, "eps_scales")
-        self._device_cache.clear()
+        self._values_changed()
 
 
 def frl_from_config(cfg: dict, preset, num_classes: int, eps: float, step_size: float):

@@ -78,12 +78,9 @@ class WATMethod(UniformWeighting):
         self.weights = np.ones(self.num_classes + 1)
         self.cumulative_cost = np.zeros(self.num_classes + 1)
         self.updates = 0
-        self._cache: dict = {}
 
     def _weights_on(self, device) -> torch.Tensor:
-        if device not in self._cache:
-            self._cache[device] = torch.as_tensor(self.weights, dtype=torch.float32, device=device)
-        return self._cache[device]
+        return self._on_device("w", lambda: self.weights, device)
 
     def loss(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
         ce_i, kl_i = trades_parts(batch.logits_adv, batch.logits_clean, batch.y)
@@ -117,7 +114,7 @@ class WATMethod(UniformWeighting):
         self.cumulative_cost = self.cumulative_cost + cost
         self.weights = wat_weights(self.cumulative_cost, self.eta)
         self.updates += 1
-        self._cache.clear()
+        self._values_changed()
         return {"wat": {"val_cost": cost.tolist(), "next_weights": self.weights.tolist()}}
 
     def state_dict(self) -> dict:
@@ -138,7 +135,7 @@ class WATMethod(UniformWeighting):
         self.weights = np.asarray(state["weights"], dtype=np.float64)
         self.cumulative_cost = np.asarray(state["cumulative_cost"], dtype=np.float64)
         self.updates = int(state["updates"])
-        self._cache.clear()
+        self._values_changed()
 
 
 def from_config(cfg: dict, num_classes: int, eps: float, step_size: float) -> WATMethod:
