@@ -48,10 +48,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fairness_report  # noqa: E402  (the aggregation and figures, next to this script)
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]
+import fairness_report  # noqa: E402  (the aggregation and figures, next to this script)
 
 #: From-scratch methods of the benchmark, in this order; presets the package lacks are left out.
 DEFAULT_SCRATCH = (
@@ -117,16 +116,9 @@ class Job:
 
 
 def _available_methods() -> tuple[str, ...]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run(
-        [sys.executable, "-c", "import deep.presets as p; print(','.join(p.METHOD_NAMES))"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return tuple(out.stdout.strip().split(","))
+    from deep.presets import METHOD_NAMES  # light: no torch
+
+    return METHOD_NAMES
 
 
 def build_rows(args, available: tuple[str, ...]) -> list[Row]:
@@ -531,7 +523,6 @@ def _say(text: str) -> None:
 
 def data_sizes(args) -> dict:
     """Training, validation and test images of the protocol (None where the data is missing)."""
-    sys.path.insert(0, str(REPO))
     try:
         from deep.data import load_dataset, stratified_subset
 
