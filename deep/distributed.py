@@ -102,9 +102,16 @@ def init_distributed(device: str = "auto") -> DistContext:
     return DistContext(rank, world_size, local_rank, dev, backend)
 
 
-def shutdown(ctx: DistContext) -> None:
-    """Destroy the process group (if this context initialised one)."""
+def shutdown(ctx: DistContext, *, wait: bool = True) -> None:
+    """Destroy the process group (if this context initialised one).
+
+    ``wait``: meet the other ranks first. A gloo group torn down while a peer is still working
+    (rank 0 writing the final files) can abort the process at exit ("terminate called without an
+    active exception"). After an error the other ranks may never arrive, so skip the meeting.
+    """
     if ctx.enabled and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -242,9 +242,12 @@ def main(
 
     ctx = dd.init_distributed(cfg["device"])
     try:
-        return _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end)
-    finally:
-        dd.shutdown(ctx)
+        code = _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end)
+    except BaseException:
+        dd.shutdown(ctx, wait=False)
+        raise
+    dd.shutdown(ctx)
+    return code
 
 
 def _set_threads(cfg: dict, ctx: dd.DistContext) -> None:

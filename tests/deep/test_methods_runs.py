@@ -129,11 +129,12 @@ import torch.distributed as dist
 from deep import distributed as dd
 from deep import train as T
 
-dd.shutdown = lambda ctx: None  # one process group for all the runs of this driver
+dd.shutdown = lambda ctx, wait=True: None  # one process group for all the runs of this driver
 out, names, common = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
 for name in names:
     extra = ["--fawa-threshold", "0"] if name.startswith("cfa") else []
     assert T.main(["--method", name, "--out", f"{out}/{name}", *common, *extra]) == 0
+dist.barrier()  # rank 0 may still be writing; a gloo group torn down early can abort at exit
 dist.destroy_process_group()
 """
 
