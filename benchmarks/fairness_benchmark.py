@@ -52,6 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]
 import fairness_report  # noqa: E402  (the aggregation and figures, next to this script)
 
+from deep.runtime import DefaultsHelpFormatter  # noqa: E402  (light: torch is not imported)
+
 #: From-scratch methods of the benchmark, in this order; presets the package lacks are left out.
 DEFAULT_SCRATCH = (
     "pgd-at",
@@ -610,13 +612,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python benchmarks/fairness_benchmark.py",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     g = p.add_argument_group("rows")
     g.add_argument(
         "--scratch",
         type=_methods,
-        default=DEFAULT_SCRATCH,
+        default=",".join(DEFAULT_SCRATCH),
         help="methods trained from scratch (comma-separated)",
     )
     g.add_argument(
@@ -629,9 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tau-sweep",
         type=_floats,
         default=[],
-        help="extra FAAL fine-tuning rows at these tau values (e.g. 0.05,0.2,1,2)",
+        help="extra FAAL fine-tuning rows at these tau values, e.g. 0.05,0.2,1,2 (default: none)",
     )
-    g.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds of every row")
+    g.add_argument("--seeds", type=_ints, default="0,1,2", help="seeds of every row")
     g = p.add_argument_group("protocol")
     g.add_argument("--dataset", default="fashion-mnist", help="deep.train data set")
     g.add_argument("--model", default="two-conv-cnn", help="architecture ('' = the dataset's)")
@@ -666,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=50,
         help="AutoAttack test subset per class (same images for all; 0: none)",
     )
-    g.add_argument("--aa-seeds", type=_ints, default=[0], help="seeds whose models get AutoAttack")
+    g.add_argument("--aa-seeds", type=_ints, default="0", help="seeds whose models get AutoAttack")
     g = p.add_argument_group("execution")
     g.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     g.add_argument("--threads", type=int, default=1, help="CPU threads per run")

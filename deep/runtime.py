@@ -24,8 +24,10 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used, so --help and the help formatter stay light
+    import torch
 
 __all__ = [
     "DefaultsHelpFormatter",
@@ -53,12 +55,19 @@ THREADS_HELP = (
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` shows ``(default: X)`` only where it says something: not for options whose
     default is None or False (their help says what happens) nor where the help already names the
-    default."""
+    default. A list default reads as it is typed: space-separated for ``nargs="+"``/``"*"``
+    options, comma-separated otherwise."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+        default = action.default
+        quiet = default is None or default is False or default == argparse.SUPPRESS
+        if quiet or "default" in text:
             return text
+        if isinstance(default, (list, tuple)):
+            sep = " " if action.nargs in ("+", "*") or isinstance(action.nargs, int) else ","
+            shown = sep.join(str(v) for v in default) or "none"
+            return f"{text} (default: {shown})".replace("%", "%%")
         return super()._get_help_string(action)
 
 
@@ -69,6 +78,8 @@ def add_threads_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup
 
 def default_threads(device: torch.device | str, model_name: str | None) -> int | None:
     """The thread count used when ``--threads`` is not given (None: leave torch's choice)."""
+    import torch
+
     if torch.device(device).type == "cpu" and (model_name or "small-cnn") in SINGLE_THREAD_MODELS:
         return 1
     return None
@@ -81,6 +92,8 @@ def apply_thread_policy(
 
     Raises ValueError for ``threads < 1``.
     """
+    import torch
+
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
     chosen = threads if threads is not None else default_threads(device, model_name)

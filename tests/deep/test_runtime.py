@@ -110,10 +110,13 @@ def test_help_shows_only_meaningful_defaults():
     parser.add_argument("--model", default=None, help="architecture (default: per dataset)")
     parser.add_argument("--lr", type=float, default=0.1, help="learning rate")
     parser.add_argument("--quiet", action="store_true", help="no output")
+    # 0 == False in Python, yet a default of 0 says something
+    parser.add_argument("--seed", type=int, default=0, help="seed")
     add_threads_option(parser)
     text = parser.format_help()
     assert "(default: None)" not in text and "(default: False)" not in text
     assert "learning rate (default: 0.1)" in " ".join(text.split())
+    assert "seed (default: 0)" in " ".join(text.split())
     assert "(default: per dataset)" in text
 
 
@@ -128,5 +131,6 @@ def test_cli_help_has_no_empty_defaults_and_names_no_spec(cli):
         parser = module.build_parser()
     text = parser.format_help()
     assert "(default: None)" not in text and "SPEC" not in text
+    assert "(default: [" not in text and "(default: (" not in text  # lists read as typed
     if cli.startswith("deep."):
         assert "--threads" in text and "--progress-interval" in text
