@@ -28,7 +28,7 @@ then replaced).
 A record whose options differ from the current ones is ignored (recomputed), never mixed in.
 
     python benchmarks/fairness_benchmark.py                       # Fashion-MNIST, ~12 CPU-hours
-    python benchmarks/fairness_benchmark.py --status              # what is done / missing
+    python benchmarks/fairness_benchmark.py --status              # what is done / missing, and its cost
     python benchmarks/fairness_benchmark.py --report-only         # rewrite table and figures
     python benchmarks/fairness_benchmark.py --dataset cifar10 --device cuda --jobs 1 ...  # GPU
 """
@@ -687,7 +687,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--out", default=str(REPO / "docs" / "results"), help="records, table, JSON and figures"
     )
-    g.add_argument("--status", action="store_true", help="list what is done and missing; exit")
+    g.add_argument(
+        "--status",
+        action="store_true",
+        help="list what is done and what is left (with its estimated CPU time); exit",
+    )
     g.add_argument("--report-only", action="store_true", help="rewrite the report; train nothing")
     g.add_argument(
         "--readme",
@@ -730,17 +734,70 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def estimate_cpu_seconds(store: Store, job: Job, rows: list[Row], seeds: list[int]) -> float | None:
+    """CPU seconds ``job`` will still take, from the records made so far: the same row's mean, else
+    the mean of its kind (from scratch, fine-tuning, AutoAttack), times the share of epochs an
+    interrupted run has still to do. None when nothing comparable is recorded yet."""
+
+    def spent(kind: str, row: Row) -> list[float]:
+        out = []
+        for seed in seeds:
+            record = store.record(row, seed)
+            value = record and record["cpu_seconds"].get(
+                "train" if kind == "train" else "autoattack"
+            )
+            if value:
+                out.append(float(value))
+        return out
+
+    same = spent(job.kind, job.row)
+    if not same:
+        alike = [r for r in rows if job.kind == "aa" or (r.init is None) == (job.row.init is None)]
+        same = [v for r in alike for v in spent(job.kind, r)]
+    if not same:
+        return None
+    estimate = sum(same) / len(same)
+    run_dir = store.run_dir(job.row, job.seed)
+    if job.kind == "train" and (run_dir / "last.pt").exists():
+        try:
+            epochs = json.loads((run_dir / "config.json").read_text())["epochs"]
+            done = len((run_dir / "metrics.jsonl").read_text().splitlines())
+            estimate *= max(epochs - done, 0) / epochs
+        except (OSError, ValueError, KeyError, ZeroDivisionError):
+            pass  # an unreadable partial run: the whole estimate
+    return estimate
+
+
+def print_status(store: Store, rows: list[Row], jobs: list[Job]) -> None:
+    args = store.args
+    done = sum(1 for r in rows for s in args.seeds if store.record(r, s) is not None)
+    print(f"{done}/{len(rows) * len(args.seeds)} runs recorded; {len(jobs)} jobs to do:")
+    total, unknown = 0.0, 0
+    for job in jobs:
+        after = ", ".join(d.name for d in job.deps)
+        cost = estimate_cpu_seconds(store, job, rows, args.seeds)
+        total += cost or 0.0
+        unknown += cost is None
+        when = f"~{cost / 60:.0f} CPU-min" if cost is not None else "no estimate yet"
+        print(f"  {job.name}  [{when}]" + (f"  (after {after})" if after else ""))
+    if jobs:
+        hours = total / 3600
+        wall = hours / max(args.jobs, 1)
+        text = f"left: about {hours:.1f} CPU-hours, {wall:.1f} h at --jobs {args.jobs}"
+        if unknown:
+            text += f" (plus {unknown} jobs without an estimate)"
+        print(
+            text + "; estimates are the mean CPU time of the recorded runs of the same row or kind"
+        )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     rows = build_rows(args, _available_methods())
     store = Store(args, rows)
     jobs = plan(store, rows, args.seeds, args.aa_seeds)
     if args.status:
-        done = sum(1 for r in rows for s in args.seeds if store.record(r, s) is not None)
-        print(f"{done}/{len(rows) * len(args.seeds)} runs recorded; {len(jobs)} jobs to do:")
-        for job in jobs:
-            after = ", ".join(d.name for d in job.deps)
-            print(f"  {job.name}" + (f"  (after {after})" if after else ""))
+        print_status(store, rows, jobs)
         return 0
     if not args.report_only and jobs:
         _say(f"{len(jobs)} jobs, {args.jobs} at a time; records in {store.records}")

@@ -153,6 +153,36 @@ def test_plan_retrains_a_recorded_base_only_when_its_checkpoint_is_needed(tmp_pa
     assert bench.Store(other, rows).record(by_name["pgd-at"], 0) is None
 
 
+def test_status_estimates_what_is_left_from_the_recorded_cpu_time(tmp_path, capsys):
+    bench = _load_module()
+    args = bench.parse_args([*TINY, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    rows = bench.build_rows(args, ("pgd-at", "faal-at"))
+    store = bench.Store(args, rows)
+    scratch, ft = rows[0], rows[1]
+    assert scratch.init is None and ft.init == "pgd-at"
+    job = bench.Job("train", scratch, 1)
+    assert bench.estimate_cpu_seconds(store, job, rows, [0, 1]) is None  # nothing to go by
+
+    entry = {"hash": store.hash(scratch, 0), "final": {}, "cpu_seconds": {"train": 600.0}}
+    store.write(scratch, 0, {**entry, "cpu_seconds": {"train": 600.0, "autoattack": 90.0}})
+    assert bench.estimate_cpu_seconds(store, job, rows, [0, 1]) == 600.0  # the same row
+    # a fine-tuning run without a recorded fine-tuning is not estimated from a scratch run
+    assert bench.estimate_cpu_seconds(store, bench.Job("train", ft, 0), rows, [0, 1]) is None
+    assert bench.estimate_cpu_seconds(store, bench.Job("aa", ft, 0), rows, [0, 1]) == 90.0
+    # an interrupted run with 1 of its 2 epochs done has half its time left
+    run_dir = store.run_dir(scratch, 1)
+    run_dir.mkdir(parents=True)
+    (run_dir / "last.pt").write_bytes(b"x")
+    (run_dir / "config.json").write_text(json.dumps({"epochs": 2}))
+    (run_dir / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    assert bench.estimate_cpu_seconds(store, job, rows, [0, 1]) == 300.0
+
+    bench.print_status(store, rows, bench.plan(store, rows, [0, 1], [0]))
+    out = capsys.readouterr().out
+    assert "1/4 runs recorded" in out and "train pgd-at seed 1  [~5 CPU-min]" in out
+    assert "no estimate yet" in out and "jobs without an estimate" in out
+
+
 def test_bad_options_are_refused(tmp_path):
     for bad, message in (
         (["--epochs", "0"], "--epochs must be >= 1"),
