@@ -27,8 +27,8 @@ the same model comes back (a warning is printed if its numbers differ from the r
 then replaced).
 A record whose options differ from the current ones is ignored (recomputed), never mixed in.
 
-    python benchmarks/fairness_benchmark.py                       # Fashion-MNIST, ~12 CPU-hours
-    python benchmarks/fairness_benchmark.py --status              # what is done / missing, and its cost
+    python benchmarks/fairness_benchmark.py                       # Fashion-MNIST, ~19 CPU-hours
+    python benchmarks/fairness_benchmark.py --status              # what is left, and its CPU time
     python benchmarks/fairness_benchmark.py --report-only         # rewrite table and figures
     python benchmarks/fairness_benchmark.py --dataset cifar10 --device cuda --jobs 1 ...  # GPU
 """
