@@ -339,8 +339,11 @@ def _restore(parser, trainer: Trainer, run_dir: Path, ctx: dd.DistContext) -> di
             f"note: the checkpoint comes from {len(rngs)} process(es), this run has "
             f"{ctx.world_size}: random streams restart (not an exact continuation)",
         )
+    ranks = ckpt.get("rank_state") or []
     try:
         trainer.load_state_dict(ckpt["trainer"], rng)
+        if len(ranks) == ctx.world_size:  # saved inside an epoch by as many processes
+            trainer.load_rank_state(ranks[ctx.rank])
     except (CheckpointMismatchError, KeyError, ValueError) as exc:
         parser.error(f"--resume: {path} does not fit this run: {exc}")
     if ctx.is_main:  # forget what was logged after this checkpoint
@@ -377,14 +380,17 @@ class _RunFiles:
         self.ctx = trainer.ctx
 
     def checkpoint(self) -> dict:
-        """The checkpoint dict (collective: gathers every rank's RNG streams)."""
+        """The checkpoint dict (collective: gathers every rank's RNG streams and, inside an epoch
+        under torchrun, every rank's buffers and metric sums)."""
         t = self.trainer
+        mid_epoch = self.ctx.enabled and t.step > 0
         return {
             "format": CHECKPOINT_FORMAT,
             "model_config": t.model.model_config,
             "model": t.model.state_dict(),
             "trainer": t.state_dict(),
             "rng": dd.all_gather_object(t.rng_states(), self.ctx),
+            **({"rank_state": dd.all_gather_object(t.rank_state(), self.ctx)} if mid_epoch else {}),
             "loader": self.loader.state,
             "best": self.best,
             "config": _jsonable(t.cfg),
@@ -394,10 +400,12 @@ class _RunFiles:
         }
 
     def save(self, *names: str) -> None:
+        """Rank 0 writes the checkpoint; every rank returns once it is on disk."""
         ckpt = self.checkpoint()
         if self.ctx.is_main:
             for name in names or ("last.pt",):
                 save_atomic(ckpt, self.run_dir / name)
+        dd.barrier(self.ctx)
 
     def end_of_epoch(self, record: dict, weight_steps: list[list[float]]) -> None:
         """Append the epoch's metrics; save last.pt, and best.pt on a better validation score."""

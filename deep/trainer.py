@@ -368,6 +368,24 @@ class Trainer:
     def rng_states(self) -> dict:
         return {"global": rng_state(), "attack": self.attack_gen.get_state()}
 
+    def rank_state(self) -> dict:
+        """What differs between ranks inside an epoch, beyond the RNG streams: this rank's metric
+        sums and its buffers (BatchNorm statistics, averaged over ranks only at the epoch end)."""
+        return {
+            "epoch_sums": self._sums.cpu(),
+            "buffers": [b.detach().cpu() for b in self.model.buffers()],
+        }
+
+    def load_rank_state(self, state: dict) -> None:
+        """Restore :meth:`rank_state` (after :meth:`load_state_dict`, which gives rank 0's)."""
+        buffers = list(self.model.buffers())
+        if len(state["buffers"]) != len(buffers):
+            raise ValueError(f"{len(state['buffers'])} saved buffers, the model has {len(buffers)}")
+        with torch.no_grad():
+            for b, saved in zip(buffers, state["buffers"]):
+                b.copy_(saved)
+        self._sums = state["epoch_sums"].to(self.device)
+
     def load_state_dict(self, state: dict, rng: dict | None) -> None:
         load_model_state(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -699,6 +699,47 @@ def test_torchrun_two_processes(tmp_path):
     assert final["results"]["clean"]["counts"] == [50] * 10  # the full test set, sharded
 
 
+_RESUME_DRIVER = """
+import sys
+import torch.distributed as dist
+from deep import distributed as dd
+from deep import train as T
+
+dd.shutdown = lambda ctx, wait=True: None  # one process group for the three runs
+out, common = sys.argv[1], sys.argv[2:]
+assert T.main(["--out", f"{out}/whole", *common]) == 0
+
+def stop_at_step_2(trainer):
+    if trainer.global_step == 2:
+        raise KeyboardInterrupt
+
+assert T.main(["--out", f"{out}/cut", *common], on_step_end=stop_at_step_2) == 130
+assert T.main(["--resume", f"{out}/cut"]) == 0
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_torchrun_resume_inside_an_epoch_is_exact(tmp_path):
+    """Stopped inside the first epoch under 2 processes and resumed: every rank gets back its own
+    BatchNorm statistics and metric sums, so the run ends as the uninterrupted one does."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(_RESUME_DRIVER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={_free_port()}", str(driver), str(tmp_path), "--method", "trades",
+           "--epochs", "2", *TINY, "--attack-steps", "1", "--val-per-class", "4", "--debug",
+           "--final-attacks", "clean", "--final-n-per-class", "2"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    whole = metric_lines(tmp_path / "whole" / "metrics.jsonl")
+    cut = metric_lines(tmp_path / "cut" / "metrics.jsonl")
+    assert [m["epoch"] for m in cut] == [1, 2]
+    for a, b in zip(whole, cut):
+        assert a["debug_hashes"] == b["debug_hashes"], a["epoch"]  # model, buffers, method
+        assert a["train"] == b["train"], a["epoch"]  # loss, accuracy, samples of both ranks
+
+
 def test_shard_per_class_covers_the_split(digits):
     split = stratified_subset(digits.test, 7, seed=0)
     parts = [dd.shard_per_class(split, 10, dd.DistContext(rank=r, world_size=3)) for r in range(3)]
