@@ -352,6 +352,9 @@ def run_train(store: Store, job: Job) -> None:
     run_dir = store.run_dir(row, seed)
     log = run_dir.with_suffix(".log")
     cpu_file = run_dir.with_suffix(".cpu")
+    # CPU time is added to cpu_file when deep.train exits; a process killed with the session never
+    # exits, so its time is lost: "pending" marks a running attempt, "partial" a lost one.
+    pending, partial = run_dir.with_suffix(".cpu-pending"), run_dir.with_suffix(".cpu-partial")
     if not (run_dir / "final.json").exists():
         cmd = [
             sys.executable,
@@ -364,18 +367,25 @@ def run_train(store: Store, job: Job) -> None:
         ]
         if (run_dir / "last.pt").exists():
             cmd += ["--resume", str(run_dir)]
+            if pending.exists() or not cpu_file.exists():
+                partial.touch()
         else:
             if run_dir.exists():  # a run that died before its first checkpoint
                 shutil.rmtree(run_dir)
+            for path in (cpu_file, pending, partial):
+                path.unlink(missing_ok=True)
             cmd += ["--out", str(run_dir), *run_argv(args, row, seed)]
             if row.init:
                 base_ckpt = store.checkpoint(store.rows[row.init], seed)
                 if base_ckpt is None:
                     raise RuntimeError(f"the checkpoint of {row.init} seed {seed} is missing")
                 cmd += ["--init", str(base_ckpt)]
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        pending.touch()
         status, cpu = _run_logged(cmd, log, args.threads)
         previous = float(cpu_file.read_text()) if cpu_file.exists() else 0.0
         cpu_file.write_text(f"{previous + cpu}\n")
+        pending.unlink()
         if status != 0:
             raise RuntimeError(f"deep.train exited with {status}; {log}:\n{_tail(log)}")
     final = json.loads((run_dir / "final.json").read_text())
@@ -400,6 +410,8 @@ def run_train(store: Store, job: Job) -> None:
             "hash": store.hash(row, seed),
             "argv": run_argv(args, row, seed),
             "cpu_seconds": {"train": cpu},
+            # False: an attempt was killed before it could report its CPU time (a lower bound)
+            "cpu_complete": not partial.exists(),
             "final": final,
             "metrics": metrics,
         }
@@ -743,6 +755,8 @@ def estimate_cpu_seconds(store: Store, job: Job, rows: list[Row], seeds: list[in
         out = []
         for seed in seeds:
             record = store.record(row, seed)
+            if record and not record.get("cpu_complete", True):
+                continue  # part of its time was lost with a killed session
             value = record and record["cpu_seconds"].get(
                 "train" if kind == "train" else "autoattack"
             )

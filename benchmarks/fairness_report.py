@@ -54,7 +54,14 @@ def summarise_row(entry: dict) -> dict:
     cpu = 0.0
     for record in records.values():
         cpu += sum(v for v in record.get("cpu_seconds", {}).values() if v is not None)
-    out["cpu_seconds"] = cpu
+    out["cpu_seconds"] = cpu  # all recorded CPU time (a lower bound where a run is partial)
+    complete = [
+        r["cpu_seconds"]["train"]
+        for r in records.values()
+        if r.get("cpu_complete", True) and r.get("cpu_seconds", {}).get("train")
+    ]
+    out["train_cpu_seconds_per_run"] = sum(complete) / len(complete) if complete else None
+    out["cpu_partial_runs"] = sum(1 for r in records.values() if not r.get("cpu_complete", True))
     for name, _, source, key in ATTACKS:
         found = {s: _result(r, source, key) for s, r in sorted(records.items())}
         found = {s: v for s, v in found.items() if v is not None}
@@ -177,7 +184,7 @@ def build_markdown(report: dict) -> str:
     header = ["row", "seeds"]
     for _key, label, *_ in ATTACKS[:4]:
         header += [f"{label} avg", f"{label} worst"]
-    header += ["worst class (PGD-20)", "CPU h"]
+    header += ["worst class (PGD-20)", "CPU min/run"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in report["rows"].values():
         cells = [row["label"], str(len(row["seeds"]))]
@@ -186,7 +193,8 @@ def build_markdown(report: dict) -> str:
             cells += [_cell(entry and entry["average"]), _cell(entry and entry["worst"])]
         worst = row.get("pgd20", {}).get("worst_class", [])
         cells.append(", ".join(sorted(set(worst), key=worst.index)) or "–")
-        cells.append(f"{row['cpu_seconds'] / 3600:.2f}")
+        per_run = row.get("train_cpu_seconds_per_run")
+        cells.append("–" if per_run is None else f"{per_run / 60:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     diffs = report["paired_differences"]
     if diffs:
@@ -216,8 +224,16 @@ def build_markdown(report: dict) -> str:
             )
     lines += [
         "",
-        f"CPU time of the runs so far: {report['cpu_hours']:.1f} core-hours. Command: "
-        f"`{report['config']['command']}`",
+        "CPU min/run: the mean training CPU time of one run (one thread; AutoAttack not "
+        "included), over the runs whose time was fully recorded. "
+        f"CPU time of the runs so far: {report['cpu_hours']:.1f} core-hours"
+        + (
+            f" (at least: {partial} {'run was' if partial == 1 else 'runs were'} interrupted by "
+            "a killed session, whose lost time is not counted)"
+            if (partial := sum(r["cpu_partial_runs"] for r in report["rows"].values()))
+            else ""
+        )
+        + f". Command: `{report['config']['command']}`",
         "",
     ]
     return "\n".join(lines)

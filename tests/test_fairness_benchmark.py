@@ -183,6 +183,47 @@ def test_status_estimates_what_is_left_from_the_recorded_cpu_time(tmp_path, caps
     assert "no estimate yet" in out and "jobs without an estimate" in out
 
 
+def test_cpu_time_lost_with_a_killed_attempt_is_flagged(tmp_path, monkeypatch):
+    bench = _load_module()
+    import fairness_report
+
+    args = bench.parse_args([*TINY, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    rows = bench.build_rows(args, ("pgd-at", "faal-at"))
+    store = bench.Store(args, rows)
+    row = rows[0]
+    calls = []
+
+    def fake_deep_train(cmd, log, threads):  # what deep.train leaves behind, and its CPU time
+        calls.append(cmd)
+        run_dir = Path(cmd[cmd.index("--resume" if "--resume" in cmd else "--out") + 1])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        results = {"clean": {"average": 1.0, "worst": 1.0, "per_class": [1.0] * 10}}
+        final = {"results": results, "classes": [str(c) for c in range(10)]}
+        (run_dir / "final.json").write_text(json.dumps(final))
+        (run_dir / "metrics.jsonl").write_text("{}\n")
+        return 0, 100.0
+
+    monkeypatch.setattr(bench, "_run_logged", fake_deep_train)
+    bench.run_train(store, bench.Job("train", row, 0))  # a clean run: all its time is known
+    assert "--out" in calls[-1] and store.record(row, 0)["cpu_complete"] is True
+    # seed 1 was killed with a session after its first checkpoint: no CPU time came back
+    killed = store.run_dir(row, 1)
+    killed.mkdir(parents=True)
+    (killed / "last.pt").write_bytes(b"x")
+    killed.with_suffix(".cpu-pending").touch()
+    bench.run_train(store, bench.Job("train", row, 1))
+    assert "--resume" in calls[-1]
+    record = store.record(row, 1)
+    assert record["cpu_complete"] is False and record["cpu_seconds"]["train"] == 100.0
+
+    summary = fairness_report.summarise_row({"row": row, "records": {0: store.record(row, 0),
+                                                                     1: record}})  # fmt: skip
+    assert summary["train_cpu_seconds_per_run"] == 100.0  # the partial run is left out
+    assert summary["cpu_partial_runs"] == 1 and summary["cpu_seconds"] == 200.0
+    job = bench.Job("train", row, 2)
+    assert bench.estimate_cpu_seconds(store, job, rows, [0, 1, 2]) == 100.0
+
+
 def test_bad_options_are_refused(tmp_path):
     for bad, message in (
         (["--epochs", "0"], "--epochs must be >= 1"),
