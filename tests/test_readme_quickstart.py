@@ -31,3 +31,14 @@ def test_a_drifted_number_is_reported_and_a_match_is_not():
     (diff,) = Q.differences(expected, drifted)
     assert "average" in diff and "86.00" in diff and "85.80" in diff
     assert Q.differences(expected, "no table") != []
+
+
+def test_on_another_instruction_set_a_small_drift_is_tolerated_a_large_one_is_not():
+    text = "<!-- quickstart-output: python -m deep.train --out x -->\n```\n" + TABLE + "```\n"
+    ((_, expected),) = Q.expected_outputs(text)
+    one_image = TABLE.replace("96.00   54.00", "96.00   52.00")
+    assert Q.differences(expected, one_image, Q.TOLERANCE) == []
+    assert Q.differences(expected, one_image) != []  # exact where the CPU matches
+    far = TABLE.replace("96.00   54.00", "96.00   40.00")
+    assert Q.differences(expected, far, Q.TOLERANCE) != []
+    assert Q.differences(expected, "worst 1 2\naverage 1 2 3 4", Q.TOLERANCE) != []
