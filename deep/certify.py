@@ -48,12 +48,13 @@ from deep.evaluate import check_common_options, check_model_fits, load_cli_model
 from deep.metrics import classwise_accuracy, summarise_per_class
 from deep.plots import plot_classwise
 from deep.progress import Progress, add_progress_options
-from deep.results import atomic_write_text
+from deep.results import atomic_write_text, check_not_a_training_run
 from deep.runtime import (
     DefaultsHelpFormatter,
     add_threads_option,
     apply_thread_policy,
     exit_on_interrupt,
+    resolve_device,
 )
 
 __all__ = [
@@ -361,18 +362,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve_device(parser, text: str) -> torch.device:
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError as exc:
-        parser.error(f"--device: {exc}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {text}: CUDA is not available on this machine")
-    return device
-
-
 def _validate(parser, args) -> list[float]:
     if not (math.isfinite(args.sigma) and args.sigma > 0):
         parser.error(f"--sigma must be a finite number > 0, got {args.sigma}")
@@ -399,7 +388,7 @@ def _load(parser, args):
         try:
             indices = stratified_indices(split, args.n_per_class, seed=args.seed)
         except ValueError as exc:
-            parser.error(f"--n-per-class: {exc}")
+            parser.error(str(exc).replace("n_per_class =", "--n-per-class", 1))
         split = split.subset(indices)
     return model, config, data, split, indices
 
@@ -432,13 +421,17 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     radii = _validate(parser, args)
-    device = _resolve_device(parser, args.device)
+    device = resolve_device(parser, args.device)
     model, config, data, split, indices = _load(parser, args)
     apply_thread_policy(args.threads, device, config.get("name"))
     model = model.to(device=device, dtype=torch.float32).eval()
     out = args.out or Path("runs") / (
         f"certify-{args.dataset}-sigma{args.sigma:g}-{datetime.now():%Y%m%d-%H%M%S}"
     )
+    try:
+        check_not_a_training_run(out)
+    except ValueError as exc:
+        parser.error(f"--out: {exc}")
     out.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {out}", flush=True)
     generator = torch.Generator(device=device)

@@ -13,6 +13,7 @@ import os
 import pickle
 import random
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,14 +108,20 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint file {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"checkpoint path {path} is not a file")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(
+            f"checkpoint file {path} is not a torch file (torch.save writes a zip archive; this "
+            "is something else, or truncated)"
+        )
     try:
         obj = torch.load(path, map_location=map_location, weights_only=not trusted)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" in str(exc) and not trusted:
             raise CheckpointError(
                 f"checkpoint file {path} holds Python objects outside the safe set "
-                "(tensors, dicts, lists, strings, numbers); if you trust its source, load it with "
-                f"trusted=True. Detail: {str(exc).splitlines()[-1]}"
+                "(tensors, dicts, lists, strings, numbers), so it was not written by this "
+                "package; if you trust its source, deep.checkpoint.load_checkpoint(path, "
+                f"trusted=True) reads it in Python. Detail: {_first_line(exc)}"
             ) from exc
         raise CheckpointError(
             f"checkpoint file {path} is not a readable torch file (corrupt or truncated): {exc}"
@@ -129,6 +136,20 @@ def load_checkpoint(
             f"checkpoint file {path} holds a {type(obj).__name__}, expected a dict"
         )
     return obj
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (``torch.save``'s format) or a legacy pickle stream (starts with 0x80)."""
+    if zipfile.is_zipfile(path):
+        return True
+    with path.open("rb") as f:
+        return f.read(1) == b"\x80"
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    informative = [ln for ln in lines if not ln.startswith("Check the documentation")]
+    return (informative or lines or [type(exc).__name__])[0]
 
 
 def _is_state_dict(obj: Mapping) -> bool:

@@ -602,9 +602,8 @@ def _stratified_indices(y: np.ndarray, n_per_class: int, rng: np.random.Generato
     classes, counts = np.unique(y, return_counts=True)
     if counts.size and n_per_class > counts.min():
         raise ValueError(
-            f"n_per_class must be at most {counts.min()} "
-            f"(the size of the smallest class, {classes[counts.argmin()]}), "
-            f"got {n_per_class}"
+            f"n_per_class = {n_per_class}, but class {classes[counts.argmin()]} has only "
+            f"{counts.min()} images here: choose at most {counts.min()}"
         )
     chosen = [rng.choice(np.flatnonzero(y == c), size=n_per_class, replace=False) for c in classes]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
@@ -689,7 +688,10 @@ def load_dataset(
             download_dataset(name, folder)
             classes, rest, test = _READERS[name](folder)
         n_val = 0 if val_per_class is None else val_per_class
-    train, val = stratified_split(rest, n_val, seed=seed)
+    try:
+        train, val = stratified_split(rest, n_val, seed=seed)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("n_per_class", "val_per_class", 1)) from None
     mean, std = defaults.mean, defaults.std
     if mean is None or std is None:
         mean, std = channel_mean_std(train.x if name == "digits" else rest.x)

@@ -53,8 +53,19 @@ from deep.metrics import classwise_accuracy, frl_errors, summarise_per_class
 from deep.models import CheckpointMismatchError
 from deep.plots import RESULT_LABELS, plot_classwise
 from deep.progress import DEFAULT_INTERVAL_S, Progress, add_progress_options
-from deep.results import RESULT_KEYS, build_final_json, final_csv_text, write_final_json
-from deep.runtime import add_threads_option, apply_thread_policy, exit_on_interrupt
+from deep.results import (
+    RESULT_KEYS,
+    build_final_json,
+    check_not_a_training_run,
+    final_csv_text,
+    write_final_json,
+)
+from deep.runtime import (
+    add_threads_option,
+    apply_thread_policy,
+    exit_on_interrupt,
+    resolve_device,
+)
 
 __all__ = [
     "ATTACK_NAMES",
@@ -475,8 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="torch device (default: cuda if available, else cpu)",
+        default="auto",
+        help="auto (cuda if available, else cpu), cpu, cuda or cuda:N",
     )
     parser.add_argument(
         "--n-per-class",
@@ -620,12 +631,7 @@ def _main(argv: Sequence[str] | None) -> dict:
 
     attacks = _parse_list(parser, args.attacks, "--attacks", ATTACK_NAMES)
     check_common_options(parser, args)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as exc:
-        parser.error(f"--device: {exc}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine")
+    device = resolve_device(parser, args.device)
     if args.cifar10c_dir is None and (args.corruptions or args.severities):
         parser.error("--corruptions/--severities need --cifar10c-dir")
     corruptions = severities = None
@@ -670,9 +676,13 @@ def _main(argv: Sequence[str] | None) -> dict:
         try:
             split = stratified_subset(split, args.n_per_class, seed=args.seed)
         except ValueError as exc:
-            parser.error(f"--n-per-class: {exc}")
+            parser.error(str(exc).replace("n_per_class =", "--n-per-class", 1))
 
     out_dir = args.out if args.out is not None else _fresh_run_dir(args.dataset)
+    try:
+        check_not_a_training_run(out_dir)
+    except ValueError as exc:
+        parser.error(f"--out: {exc}")
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {out_dir}", flush=True)
     progress = not args.quiet

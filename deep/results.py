@@ -194,3 +194,14 @@ def write_final_json(out_dir: str | os.PathLike, final: Mapping | None = None, /
     atomic_write_text(out_dir / "final.csv", final_csv_text(final))
     atomic_write_text(path, text)  # last: an existing final.json means both files are complete
     return path
+
+
+def check_not_a_training_run(out_dir: str | os.PathLike) -> None:
+    """Raise ValueError if ``out_dir`` holds a training run (its ``last.pt``): an evaluation
+    written there would replace the run's own ``final.json``, the test results of the training."""
+    out = Path(out_dir)
+    if (out / "last.pt").exists():
+        raise ValueError(
+            f"{out} holds a training run (last.pt): writing there would replace its final.json; "
+            f"choose another --out, e.g. {out / 'evaluation'}"
+        )

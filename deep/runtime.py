@@ -38,6 +38,7 @@ __all__ = [
     "apply_thread_policy",
     "default_threads",
     "exit_on_interrupt",
+    "resolve_device",
 ]
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
@@ -110,3 +111,26 @@ def exit_on_interrupt(what: str, *, note: str = "") -> Iterator[None]:
     except KeyboardInterrupt:
         print(f"\n{what} interrupted{note}", file=sys.stderr, flush=True)
         raise SystemExit(INTERRUPTED_EXIT) from None
+
+
+def resolve_device(parser: argparse.ArgumentParser, text: str) -> torch.device:
+    """``--device``: "auto" (CUDA when available, else the CPU), "cpu", "cuda" or "cuda:N".
+
+    Anything else, or CUDA on a machine without it, ends in ``parser.error`` (exit status 2).
+    """
+    import torch
+
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        parser.error(f"--device {text}: choose auto, cpu, cuda or cuda:N")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {text}: choose auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            parser.error(f"--device {text}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            parser.error(f"--device {text}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from deep import distributed as dd
@@ -55,7 +56,7 @@ from deep.plots import plot_class_weight_steps, plot_class_weights, plot_classwi
 from deep.presets import PRESETS
 from deep.progress import DEFAULT_INTERVAL_S, Progress
 from deep.results import atomic_write_text, build_final_json, write_final_json
-from deep.runtime import apply_thread_policy, exit_on_interrupt
+from deep.runtime import apply_thread_policy, exit_on_interrupt, resolve_device
 from deep.trainer import Trainer
 
 __all__ = [
@@ -240,6 +241,7 @@ def main(
     args = parser.parse_args(argv)
     cfg = resolve_config(args, parser, argv)
 
+    resolve_device(parser, cfg["device"])  # a bad --device is an error before anything starts
     ctx = dd.init_distributed(cfg["device"])
     try:
         code = _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end)
@@ -300,10 +302,29 @@ def _load_data(parser, cfg: dict, ctx: dd.DistContext) -> ImageDataset:
             seed=cfg["seed"],
             download=bool(cfg.get("download")) and ctx.world_size == 1,
         )
-    except (DatasetError, ValueError) as exc:
-        parser.error(f"--dataset {cfg['dataset']}: {exc}")
+    except DatasetError as exc:
+        message = str(exc)
+        prefix = f"{cfg['dataset']}: "
+        parser.error(f"--dataset {cfg['dataset']}: {message.removeprefix(prefix)}")
+    except ValueError as exc:  # the validation split does not fit the training set
+        parser.error(str(exc).replace("val_per_class =", "--val-per-class", 1))
     if cfg["train_per_class"]:
-        dataset.train = stratified_subset(dataset.train, cfg["train_per_class"], seed=cfg["seed"])
+        try:
+            dataset.train = stratified_subset(
+                dataset.train, cfg["train_per_class"], seed=cfg["seed"]
+            )
+        except ValueError as exc:
+            message = str(exc).replace("n_per_class =", "--train-per-class", 1)
+            if len(dataset.val):
+                message = message.replace(" here:", " after the validation split:")
+            parser.error(message)
+    if cfg["final_n_per_class"]:  # checked now, not after hours of training
+        smallest = int(torch.bincount(dataset.test.y).min())
+        if cfg["final_n_per_class"] > smallest:
+            parser.error(
+                f"--final-n-per-class must be at most {smallest} (the test set's smallest "
+                f"class), got {cfg['final_n_per_class']}"
+            )
     if preset.needs_validation and len(dataset.val) == 0:
         parser.error(f"method {preset.name} needs a validation split: set --val-per-class > 0")
     for key in ("class_boundary_weight", "class_eps_scale"):

@@ -79,8 +79,13 @@ def test_missing_file_names_it(tmp_path):
 def test_garbage_file_names_it(tmp_path):
     path = tmp_path / "garbage.pt"
     path.write_bytes(b"this is not a torch file at all" * 10)
-    with pytest.raises(CheckpointError, match="garbage.pt"):
+    with pytest.raises(CheckpointError, match="garbage.pt is not a torch file"):
         load_checkpoint(path)
+    json_file = tmp_path / "config.json"  # a run folder's other files are not taken for one
+    json_file.write_text('{"method": "faal-at"}')
+    with pytest.raises(CheckpointError, match="config.json is not a torch file") as exc:
+        load_checkpoint(json_file)
+    assert "trusted" not in str(exc.value)
 
 
 def test_truncated_file_names_it(tmp_path):

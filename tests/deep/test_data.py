@@ -249,7 +249,7 @@ def test_load_dataset_validates_arguments(tmp_path):
         load_dataset("mnist")
     with pytest.raises(ValueError, match="val_per_class"):
         load_dataset("digits", val_per_class=-1)
-    with pytest.raises(ValueError, match="n_per_class must be at most"):
+    with pytest.raises(ValueError, match="val_per_class = 200, but class"):
         load_dataset("digits", val_per_class=200)
     assert default_data_dir("cifar10") == Path("data") / "cifar10"
 

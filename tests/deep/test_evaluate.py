@@ -414,7 +414,18 @@ def test_cli_errors(small_cnn_checkpoint, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"this is not a checkpoint")
     err = _exit2(["--checkpoint", str(corrupt), "--dataset", "digits"] + base, capsys)
-    assert str(corrupt) in err
+    assert f"{corrupt} is not a torch file" in err and "trusted" not in err
+
+    err = _exit2(["--checkpoint", str(ckpt), "--dataset", "digits", "--device", "gpu"] + base[:2],
+                 capsys)  # fmt: skip
+    assert "--device gpu: choose auto, cpu, cuda or cuda:N" in err
+
+    run = tmp_path / "training-run"  # evaluating into a training run would replace its final.json
+    run.mkdir()
+    (run / "last.pt").write_bytes(ckpt.read_bytes())
+    (run / "final.json").write_text("{}")
+    err = _exit2(["--checkpoint", str(ckpt), "--dataset", "digits", "--out", str(run)], capsys)
+    assert "holds a training run" in err and (run / "final.json").read_text() == "{}"
 
     other = build_model("small-cnn", 3, in_channels=1, image_size=8)
     other_path = tmp_path / "three.pt"

@@ -576,6 +576,13 @@ def test_frl_reference_options_step_rule_and_update_before_the_first_epoch(tmp_p
         (["--final-checkpoint", "first"], "--final-checkpoint"),
         (["--train-per-class", "0"], "--train-per-class must be >= 1, got 0"),
         (["--final-n-per-class", "0"], "--final-n-per-class must be >= 1"),
+        (["--final-n-per-class", "51"], "--final-n-per-class must be at most 50"),
+        (
+            ["--train-per-class", "500"],
+            "--train-per-class 500, but class 8 has only 104 images after",
+        ),
+        (["--val-per-class", "500"], "--val-per-class 500, but class 8 has only 124 images here"),
+        (["--device", "gpu"], "--device gpu: choose auto, cpu, cuda or cuda:N"),
         (["--progress-interval", "-1"], "--progress-interval"),
         (["--faal-statistic", "hinge"], "--faal-statistic"),
         (["--method", "trades", "--class-boundary-weight", "3=2"], "needs --method fixed-class"),
@@ -591,6 +598,14 @@ def test_bad_input_exits_2(argv, message, capsys):
         T.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        T.main(["--device", "cuda"])
+    assert exc.value.code == 2
+    assert "--device cuda: CUDA is not available on this machine" in capsys.readouterr().err
 
 
 def test_too_large_a_batch_is_refused_before_the_run_folder_exists(tmp_path, capsys):
