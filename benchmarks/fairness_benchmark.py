@@ -743,7 +743,34 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--aa-seeds must be a subset of --seeds")
     if any(not t > 0 for t in args.tau_sweep):
         parser.error("--tau-sweep: every tau must be > 0")
+    _check_names(parser, args)
     return args
+
+
+def _check_names(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Methods, data set, model and device the package knows, before any run starts."""
+    from deep.data import DATASET_NAMES
+    from deep.models import MODEL_NAMES
+    from deep.runtime import resolve_device
+
+    methods = _available_methods()
+    for option, names in (("--scratch", args.scratch), ("--finetune", _finetune_methods(args))):
+        unknown = [m for m in names if m not in methods]
+        if unknown:
+            parser.error(f"{option}: unknown method(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(methods)}")  # fmt: skip
+    bases = [b for b in args.finetune if b not in args.scratch]
+    if bases:
+        parser.error(f"--finetune: base(s) {', '.join(bases)} must also be --scratch rows")
+    if args.dataset not in DATASET_NAMES:
+        parser.error(f"--dataset {args.dataset}: choose from {', '.join(DATASET_NAMES)}")
+    if args.model and args.model not in MODEL_NAMES:
+        parser.error(f"--model {args.model}: choose from {', '.join(MODEL_NAMES)}")
+    resolve_device(parser, args.device)
+
+
+def _finetune_methods(args: argparse.Namespace) -> list[str]:
+    return [m for methods in args.finetune.values() for m in methods]
 
 
 def estimate_cpu_seconds(store: Store, job: Job, rows: list[Row], seeds: list[int]) -> float | None:
@@ -794,7 +821,9 @@ def print_status(store: Store, rows: list[Row], jobs: list[Job]) -> None:
         unknown += cost is None
         when = f"~{cost / 60:.0f} CPU-min" if cost is not None else "no estimate yet"
         print(f"  {job.name}  [{when}]" + (f"  (after {after})" if after else ""))
-    if jobs:
+    if jobs and unknown == len(jobs):
+        print("left: no estimate yet (no run recorded with these options to go by)")
+    elif jobs:
         hours = total / 3600
         wall = hours / max(args.jobs, 1)
         text = f"left: about {hours:.1f} CPU-hours, {wall:.1f} h at --jobs {args.jobs}"

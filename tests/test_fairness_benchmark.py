@@ -162,6 +162,8 @@ def test_status_estimates_what_is_left_from_the_recorded_cpu_time(tmp_path, caps
     assert scratch.init is None and ft.init == "pgd-at"
     job = bench.Job("train", scratch, 1)
     assert bench.estimate_cpu_seconds(store, job, rows, [0, 1]) is None  # nothing to go by
+    bench.print_status(store, rows, bench.plan(store, rows, [0, 1], [0]))
+    assert "left: no estimate yet" in capsys.readouterr().out
 
     entry = {"hash": store.hash(scratch, 0), "final": {}, "cpu_seconds": {"train": 600.0}}
     store.write(scratch, 0, {**entry, "cpu_seconds": {"train": 600.0, "autoattack": 90.0}})
@@ -230,11 +232,15 @@ def test_bad_options_are_refused(tmp_path):
         (["--aa-seeds", "5"], "--aa-seeds must be a subset of --seeds"),
         (["--tau-sweep", "0"], "--tau-sweep: every tau must be > 0"),
         (["--finetune", "nobase"], "is not BASE:METHOD"),
+        (["--scratch", "pgd-at,no-such-method"], "--scratch: unknown method(s) no-such-method"),
+        (["--finetune", "pgd-at:faal-at;trades:trades"], "base(s) trades must also be"),
+        (["--dataset", "mnist"], "--dataset mnist: choose from digits, fashion-mnist"),
+        (["--model", "vgg"], "--model vgg: choose from small-cnn"),
+        (["--device", "gpu"], "--device gpu: choose auto, cpu, cuda"),
     ):
         result = _bench(tmp_path, *bad)
         assert result.returncode == 2 and message in result.stderr, result.stderr
-    result = _bench(tmp_path, "--scratch", "pgd-at,no-such-method")
-    assert result.returncode != 0 and "unknown method 'no-such-method'" in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing written before the options are known good
 
 
 def test_readme_shows_the_committed_benchmark_tables():
