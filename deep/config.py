@@ -228,7 +228,11 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
 
     section("data and model")
     add("--dataset", default="digits", choices=DATASET_NAMES, help="data set")
-    add("--data-dir", default=None, help="data folder (default: deep.data.default_data_dir)")
+    add(
+        "--data-dir",
+        default=None,
+        help="data folder (default: data/<dataset>; Debian's /usr/share/datasets/fashion-mnist)",
+    )
     add(
         "--download",
         action="store_true",
@@ -261,7 +265,13 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add("--lr", type=float, default=None, help="learning rate (default: per dataset)")
     add("--momentum", type=float, default=0.9, help="SGD momentum")
     add("--weight-decay", type=float, default=None, help="weight decay (default: per dataset)")
-    add("--schedule", default=None, choices=SCHEDULES, help="lr schedule (per epoch)")
+    add(
+        "--schedule",
+        default=None,
+        choices=SCHEDULES,
+        help="lr schedule (per epoch; default: cosine on digits and Fashion-MNIST, multistep "
+        "on CIFAR and SVHN)",
+    )
     add(
         "--milestones",
         default=None,
@@ -322,7 +332,12 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     )
 
     section("FRL")
-    add("--frl-delta", type=float, default=0.05, help="fairness tolerance tau1 = tau2")
+    add(
+        "--frl-delta",
+        type=float,
+        default=0.05,
+        help="fairness tolerance delta0 = delta1 (FRL's tau1 = tau2)",
+    )
     add("--frl-alpha1", type=float, default=0.05, help="multiplier rate a1")
     add("--frl-alpha2", type=float, default=0.2, help="remargin rate a2")
     add("--frl-lim", type=float, default=0.5, help="cap on the sum of multipliers")
@@ -451,7 +466,9 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         default="best",
         choices=FINAL_CHECKPOINTS,
         help="checkpoint evaluated on the test set: best.pt (best worst-class validation PGD-20 "
-        "accuracy; last.pt when there is no validation split) or last.pt (the end of training)",
+        "accuracy; last.pt when there is no validation split), last.pt (the end of training), "
+        "ema.pt (CFA's exponential moving average) or fawa.pt (CFA's fairness-aware weight "
+        "average; last.pt if no epoch reached --fawa-threshold)",
     )
     add("--eval-batch-size", type=int, default=256, help="evaluation batch size")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -530,6 +547,8 @@ def resolve_config(
         )
     except ValueError:
         parser.error(f"--milestones must be comma-separated integers, got {args.milestones!r}")
+    if args.milestones is not None and "milestones" in explicit and cfg["schedule"] != "multistep":
+        parser.error(f"--milestones needs --schedule multistep (the schedule is {cfg['schedule']})")
     if cfg["schedule"] == "multistep" and not milestones:
         milestones = [cfg["epochs"] // 2, (3 * cfg["epochs"]) // 4]
     cfg["milestones"] = milestones

@@ -49,7 +49,14 @@ from deep.config import (
     parse_tau_schedule,
     resolve_config,
 )
-from deep.data import BatchLoader, DatasetError, ImageDataset, load_dataset, stratified_subset
+from deep.data import (
+    BatchLoader,
+    DatasetError,
+    ImageDataset,
+    default_data_dir,
+    load_dataset,
+    stratified_subset,
+)
 from deep.evaluate import format_table
 from deep.models import CheckpointMismatchError
 from deep.plots import plot_class_weight_steps, plot_class_weights, plot_classwise
@@ -266,8 +273,10 @@ def _open_run_dir(parser, argv, cfg: dict, ctx: dd.DistContext) -> tuple[dict, P
             run_dir = _newest_run(cfg["dataset"], cfg["method"])
             if run_dir is None:
                 parser.error(
-                    f"--resume: no run of {cfg['dataset']}/{cfg['method']} with a last.pt "
-                    "under runs/; give the run directory"
+                    f"--resume without a folder looks for the newest "
+                    f"runs/train-{cfg['dataset']}-{cfg['method']}-*/last.pt (deep.train's "
+                    "folders when --out is not given) and found none; give the run directory: "
+                    "--resume DIR"
                 )
         if not (run_dir / "last.pt").exists():
             parser.error(f"--resume: {run_dir / 'last.pt'} does not exist")
@@ -308,6 +317,10 @@ def _load_data(parser, cfg: dict, ctx: dd.DistContext) -> ImageDataset:
         parser.error(f"--dataset {cfg['dataset']}: {message.removeprefix(prefix)}")
     except ValueError as exc:  # the validation split does not fit the training set
         parser.error(str(exc).replace("val_per_class =", "--val-per-class", 1))
+    # config.json records what was used, not "the default"
+    cfg["val_per_class"] = len(dataset.val) // max(len(dataset.classes), 1)
+    if cfg["data_dir"] is None and cfg["dataset"] != "digits":
+        cfg["data_dir"] = str(default_data_dir(cfg["dataset"]))
     if cfg["train_per_class"]:
         try:
             dataset.train = stratified_subset(

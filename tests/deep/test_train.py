@@ -583,6 +583,7 @@ def test_frl_reference_options_step_rule_and_update_before_the_first_epoch(tmp_p
         ),
         (["--val-per-class", "500"], "--val-per-class 500, but class 8 has only 124 images here"),
         (["--device", "gpu"], "--device gpu: choose auto, cpu, cuda or cuda:N"),
+        (["--schedule", "cosine", "--milestones", "5"], "--milestones needs --schedule multistep"),
         (["--progress-interval", "-1"], "--progress-interval"),
         (["--faal-statistic", "hinge"], "--faal-statistic"),
         (["--method", "trades", "--class-boundary-weight", "3=2"], "needs --method fixed-class"),
@@ -606,6 +607,17 @@ def test_cuda_without_a_gpu_is_one_line(capsys):
         T.main(["--device", "cuda"])
     assert exc.value.code == 2
     assert "--device cuda: CUDA is not available on this machine" in capsys.readouterr().err
+
+
+def test_config_json_records_the_sizes_used(tmp_path):
+    out = tmp_path / "run"
+    argv = ["--epochs", "1", "--attack-steps", "1", "--final-attacks", "clean",
+            "--final-n-per-class", "2", "--train-per-class", "10", "--batch-size", "16",
+            "--quiet"]  # fmt: skip
+    assert T.main(["--out", str(out), *argv]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["val_per_class"] == 20  # the digits default, written as the number used
+    assert config["train_per_class"] == 10 and config["final_n_per_class"] == 2
 
 
 def test_too_large_a_batch_is_refused_before_the_run_folder_exists(tmp_path, capsys):
