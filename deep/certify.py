@@ -259,6 +259,14 @@ def predict(
 # --------------------------------------------------------------------------------------------
 # Class-wise summaries (certify.json)
 # --------------------------------------------------------------------------------------------
+def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
+    """The largest radius CERTIFY can return with ``n`` samples: every one of them votes for c_A,
+    so p_A's lower bound is ``clopper_pearson_lower(n, n, alpha)`` and the radius
+    ``sigma * Phi^-1`` of it (Cohen et al. 2019, Theorem 1)."""
+    p_lower = float(clopper_pearson_lower(np.array([n]), n, alpha)[0])
+    return sigma * float(special.ndtri(p_lower)) if p_lower > 0.5 else 0.0
+
+
 def certified_accuracy(
     pred: Tensor, radius: Tensor, labels: Tensor, num_classes: int, radii: Sequence[float]
 ) -> dict:
@@ -470,6 +478,14 @@ def _main(argv: Sequence[str] | None) -> int:
         title=f"{data.name} / {result['model']}: certified accuracy, sigma {args.sigma:g}",
     )  # fmt: skip
     print(_table(result))
+    reach = max_certifiable_radius(args.sigma, args.n, args.alpha)
+    beyond = [r for r in radii if r > reach]
+    if beyond:
+        print(
+            f"note: with --n {args.n} (alpha {args.alpha:g}, sigma {args.sigma:g}) no radius above "
+            f"{reach:.3f} can be certified, so the accuracy at radius "
+            f"{', '.join(f'{r:g}' for r in beyond)} is 0 by construction; raise --n to reach it"
+        )
     print(f"wrote {out / 'certify.json'}, certify.csv, certify.png")
     return 0
 

@@ -21,6 +21,7 @@ from deep.certify import (
     class_counts,
     clopper_pearson_lower,
     main,
+    max_certifiable_radius,
     predict,
 )
 from tests.deep.test_evaluate import digits, one_thread, small_cnn_checkpoint  # noqa: F401
@@ -69,6 +70,28 @@ def test_clopper_pearson_is_vectorised_and_checks_input():
         clopper_pearson_lower(3, 10, 1.5)
     with pytest.raises(ValueError, match="k <= n"):
         clopper_pearson_lower(11, 10, 0.01)
+
+
+@pytest.mark.parametrize("sigma, n, alpha", [(0.25, 100, 0.001), (0.5, 1000, 0.001),
+                                             (0.12, 100_000, 0.001), (1.0, 10, 0.1)])  # fmt: skip
+def test_max_certifiable_radius_is_the_all_votes_bound_and_what_certify_reaches(sigma, n, alpha):
+    # every vote for c_A: P(Binomial(n, p) >= n) = p^n = alpha, so p_lower = alpha^(1/n)
+    expected = max(sigma * stats.norm.ppf(alpha ** (1 / n)), 0.0)
+    assert max_certifiable_radius(sigma, n, alpha) == pytest.approx(expected, rel=1e-9)
+
+    class Constant(nn.Module):  # always class 2: CERTIFY sees all n votes
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 4)
+            out[:, 2] = 1.0
+            return out
+
+    gen = torch.Generator().manual_seed(0)
+    pred, radius = certify(Constant(), torch.rand(3, 1, 4, 4), sigma=sigma, n0=5, n=n,
+                           alpha=alpha, batch_size=50_000, generator=gen)  # fmt: skip
+    reach = max_certifiable_radius(sigma, n, alpha)
+    if reach > 0:
+        assert pred.tolist() == [2, 2, 2]
+    assert radius.tolist() == pytest.approx([reach] * 3, rel=1e-12)
 
 
 def test_binomial_test_matches_scipy_binomtest():
