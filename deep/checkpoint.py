@@ -29,6 +29,7 @@ __all__ = [
     "load_checkpoint",
     "model_from_checkpoint",
     "new_file_mode",
+    "resolve_checkpoint",
     "rng_state",
     "save_atomic",
     "set_rng_state",
@@ -136,6 +137,25 @@ def load_checkpoint(
             f"checkpoint file {path} holds a {type(obj).__name__}, expected a dict"
         )
     return obj
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """``path`` itself for a file; a run directory's ``best.pt`` for a folder.
+
+    Raises ValueError naming the path when there is no such file, or the folder holds no
+    ``best.pt`` (listing the checkpoints it does hold).
+    """
+    path = Path(path)
+    if path.is_dir():
+        best = path / "best.pt"
+        if best.is_file():
+            return best
+        held = sorted(p.name for p in path.glob("*.pt"))
+        hint = f"; it holds {', '.join(held)}: name one of them" if held else ""
+        raise ValueError(f"{path} is a folder without best.pt{hint}")
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
 
 
 def _looks_like_torch_file(path: Path) -> bool:

@@ -255,7 +255,11 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         help="train on a stratified subset of this many images per class, >= 1 (quick runs; "
         "default: all)",
     )
-    add("--init", default=None, help="fine-tune from this checkpoint (weights only)")
+    add(
+        "--init",
+        default=None,
+        help="fine-tune from this checkpoint (weights only), or a run folder (its best.pt)",
+    )
 
     section("optimisation")
     add("--epochs", type=int, default=None, help="epochs (default: per dataset)")

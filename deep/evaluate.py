@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from deep.attacks import NORMS, check_norm, pgd_attack
-from deep.checkpoint import CheckpointError, model_from_checkpoint
+from deep.checkpoint import CheckpointError, model_from_checkpoint, resolve_checkpoint
 from deep.data import (
     CIFAR10C_CORRUPTIONS,
     CIFAR10C_EXTRA_CORRUPTIONS,
@@ -556,25 +556,6 @@ def _fresh_run_dir(dataset: str) -> Path:
     while path.exists():
         i += 1
         path = base.with_name(f"{base.name}-{i}")
-    return path
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """``path`` itself for a file; a run directory's ``best.pt`` for a folder.
-
-    Raises ValueError naming the path when there is no such file, or the folder holds no
-    ``best.pt`` (listing the checkpoints it does hold).
-    """
-    path = Path(path)
-    if path.is_dir():
-        best = path / "best.pt"
-        if best.is_file():
-            return best
-        held = sorted(p.name for p in path.glob("*.pt"))
-        hint = f"; it holds {', '.join(held)}: name one of them" if held else ""
-        raise ValueError(f"{path} is a folder without best.pt{hint}")
-    if not path.is_file():
-        raise ValueError(f"no such file: {path}")
     return path
 
 

@@ -35,6 +35,7 @@ from deep.checkpoint import (
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,
+    resolve_checkpoint,
     save_atomic,
 )
 from deep.config import (
@@ -299,6 +300,11 @@ def _open_run_dir(parser, argv, cfg: dict, ctx: dd.DistContext) -> tuple[dict, P
 def _load_data(parser, cfg: dict, ctx: dd.DistContext) -> ImageDataset:
     """The data set (training subset, validation split); fills in eps, step size, model."""
     preset = PRESETS[cfg["method"]]
+    if cfg["init"] and cfg["resume"] is None:  # a run folder means its best.pt
+        try:
+            cfg["init"] = str(resolve_checkpoint(cfg["init"]))
+        except ValueError as exc:
+            parser.error(f"--init: {exc}")
     try:
         if cfg.get("download") and ctx.world_size > 1:  # one process fetches, the others wait
             if ctx.rank == 0:

@@ -618,6 +618,10 @@ def test_config_json_records_the_sizes_used(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["val_per_class"] == 20  # the digits default, written as the number used
     assert config["train_per_class"] == 10 and config["final_n_per_class"] == 2
+    # a run folder given to --init means its best.pt, as --checkpoint does in deep.evaluate
+    tuned = tmp_path / "tuned"
+    assert T.main(["--out", str(tuned), "--init", str(out), *argv]) == 0
+    assert json.loads((tuned / "config.json").read_text())["init"] == str(out / "best.pt")
 
 
 def test_too_large_a_batch_is_refused_before_the_run_folder_exists(tmp_path, capsys):
