@@ -477,7 +477,12 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add("--eval-batch-size", type=int, default=256, help="evaluation batch size")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
-    add("--bf16", action="store_true", default=False, help="bfloat16 autocast for training (CUDA)")
+    add(
+        "--bf16",
+        action="store_true",
+        default=False,
+        help="bfloat16 autocast for training (meant for CUDA; on the CPU it runs, usually slower)",
+    )
     add("--compile", action="store_true", default=False, help="torch.compile the model")
     add(
         "--channels-last",
@@ -526,6 +531,32 @@ def _resolve_method_defaults(cfg: dict, preset) -> None:
             cfg["dafa_lambda"] = dafa.default_lambda(cfg["dataset"])
         if cfg["dafa_warmup"] is None:
             cfg["dafa_warmup"] = dafa.default_warmup(cfg["epochs"])
+
+
+def config_notes(cfg: dict) -> list[str]:
+    """Options that are valid but will have no effect in this run, said once at its start."""
+    preset = PRESETS[cfg["method"]]
+    notes = []
+    if preset.weighting == "faal":
+        if cfg["faal_start_epoch"] >= cfg["epochs"]:
+            notes.append(
+                f"--faal-start-epoch {cfg['faal_start_epoch']} is not before --epochs "
+                f"{cfg['epochs']}: FAAL's class weights never start (uniform weights throughout)"
+            )
+        late = [epoch for epoch, _ in cfg["tau_schedule"] or [] if epoch >= cfg["epochs"]]
+        if late:
+            notes.append(
+                f"--tau-schedule: epoch(s) {', '.join(map(str, late))} come after the last epoch "
+                f"({cfg['epochs'] - 1}, counting from 0) and never apply"
+            )
+    if preset.weighting == "fixed-class" and not (
+        cfg["class_boundary_weight"] or cfg["class_eps_scale"]
+    ):
+        notes.append(
+            "--method fixed-class without --class-boundary-weight or --class-eps-scale treats "
+            "every class alike (plain TRADES)"
+        )
+    return notes
 
 
 def resolve_config(

@@ -45,6 +45,7 @@ from deep.config import (
     RESUME_OVERRIDABLE,
     build_parser,
     class_ratio_vector,
+    config_notes,
     explicit_options,
     parse_class_ratios,
     parse_tau_schedule,
@@ -504,6 +505,16 @@ def _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end) -> int:
             f"--batch-size {cfg['batch_size']} exceeds the {len(dataset.train)} training images "
             f"(per process: {loader.num_samples})"
         )
+    dropped = len(dataset.train) - len(loader) * cfg["batch_size"] * ctx.world_size
+    notes = config_notes(cfg)
+    if dropped > 0.1 * len(dataset.train):
+        notes.append(
+            f"each epoch uses {len(dataset.train) - dropped} of the {len(dataset.train)} "
+            f"training images: the last, partial batch of --batch-size {cfg['batch_size']} is "
+            "dropped (the shuffle changes which images)"
+        )
+    for text in notes if cfg["resume"] is None else []:
+        _print(ctx, f"note: {text}")
     if cfg["resume"] is not None:
         best = _restore(parser, trainer, run_dir, ctx)
         if trainer.epoch >= cfg["epochs"] and (run_dir / "final.json").exists():

@@ -624,6 +624,21 @@ def test_config_json_records_the_sizes_used(tmp_path):
     assert json.loads((tuned / "config.json").read_text())["init"] == str(out / "best.pt")
 
 
+def test_options_without_effect_are_noted_at_the_start(tmp_path, capsys):
+    common = ["--epochs", "1", "--attack-steps", "1", "--final-attacks", "clean",
+              "--final-n-per-class", "1", "--quiet"]  # fmt: skip
+    argv = ["--method", "faal-at", "--faal-start-epoch", "3", "--tau-schedule", "0:0.5,4:0.1",
+            "--train-per-class", "20", "--batch-size", "128", *common]  # fmt: skip
+    assert T.main(["--out", str(tmp_path / "a"), *argv]) == 0
+    out = capsys.readouterr().out
+    assert "note: --faal-start-epoch 3 is not before --epochs 1" in out
+    assert "note: --tau-schedule: epoch(s) 4 come after the last epoch" in out
+    assert "note: each epoch uses 128 of the 200 training images" in out
+    assert T.main(["--out", str(tmp_path / "b"), "--method", "fixed-class",
+                   "--train-per-class", "5", "--batch-size", "10", *common]) == 0  # fmt: skip
+    assert "without --class-boundary-weight or --class-eps-scale" in capsys.readouterr().out
+
+
 def test_too_large_a_batch_is_refused_before_the_run_folder_exists(tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
