@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deep.certify import certify  # noqa: E402
 from deep.models import build_model  # noqa: E402
+from deep.runtime import DefaultsHelpFormatter  # noqa: E402
 
 #: (model, channels, image size) per benchmark case.
 CASES = {
@@ -84,7 +85,10 @@ def run_case(name: str, args, device: torch.device) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0].replace("``", ""),
+        formatter_class=DefaultsHelpFormatter,
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--cases", default=None, help=f"comma-separated of {','.join(CASES)}")
     parser.add_argument("--images", type=int, default=4, help="images certified per round")

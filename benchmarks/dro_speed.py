@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deep.runtime import DefaultsHelpFormatter  # noqa: E402
 from theory.dro import solve_kl_dro, solve_kl_dro_cvxpy  # noqa: E402
 
 
@@ -37,7 +38,10 @@ def per_call_seconds(fn, repeats: int) -> float:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0].replace("``", ""),
+        formatter_class=DefaultsHelpFormatter,
+    )
     parser.add_argument("--classes", type=int, nargs="+", default=[10, 100], help="C values")
     parser.add_argument("--tau", type=float, default=0.05, help="KL budget (default 0.05)")
     parser.add_argument("--batch", type=int, default=4096, help="torch batch size")

@@ -28,6 +28,7 @@ from deep import distributed as dd  # noqa: E402
 from deep import train as T  # noqa: E402
 from deep.data import Augment, ImageDataset, ImageSplit, load_dataset  # noqa: E402
 from deep.objectives import softmax_margin  # noqa: E402
+from deep.runtime import DefaultsHelpFormatter  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -110,7 +111,10 @@ def time_ratio(dataset, model, device, *, batch, rounds, steps, extra=()) -> dic
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].replace("``", ""),
+        formatter_class=DefaultsHelpFormatter,
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
     p.add_argument("--steps", type=int, default=5, help="steps per round")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deep.runtime import DefaultsHelpFormatter
-from paper_figures.common import DEFAULT_OUT, DEFAULT_RUNS_DIR
+from paper_figures.common import DATASETS, DEFAULT_OUT, DEFAULT_RUNS_DIR
 from paper_figures.runs import RunError, main_with_errors
 
 __all__ = ["SCRIPTS", "Script", "main"]
@@ -82,7 +82,12 @@ def _all_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small and fast (digits, 1 seed)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for PNG and CSV files")
     p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="run cache")
-    p.add_argument("--dataset", default=None, help="data set of the deep scripts")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        choices=DATASETS,
+        help="data set of the deep scripts (default: each script's own)",
+    )
     p.add_argument("--data-dir", default=None, help="data folder")
     p.add_argument("--download", action="store_true", help="fetch missing data files")
     p.add_argument("--seeds", default=None, help="comma-separated seeds")

@@ -41,7 +41,7 @@ __all__ = [
 DEFAULT_OUT = Path("runs") / "paper_figures"
 DEFAULT_RUNS_DIR = Path("runs") / "paper_figures" / "cache"
 
-_DATASETS = ("fashion-mnist", "digits", "cifar10", "cifar100", "svhn")
+DATASETS = ("fashion-mnist", "digits", "cifar10", "cifar100", "svhn")
 
 
 def build_parser(name: str, description: str, *, deep: bool = True) -> argparse.ArgumentParser:
@@ -69,7 +69,7 @@ def build_parser(name: str, description: str, *, deep: bool = True) -> argparse.
     parser.add_argument(
         "--dataset",
         default=None,
-        choices=_DATASETS,
+        choices=DATASETS,
         help="data set (default: fashion-mnist; digits with --quick; cifar10 when --data-dir "
         "is given)",
     )

@@ -72,9 +72,24 @@ def _parse_sigmas(parser, text: str | None, profile) -> tuple[float, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(NAME, __doc__.splitlines()[0])
-    parser.add_argument("--sigmas", default=None, help="comma-separated noise levels")
-    parser.add_argument("--certify-n", type=int, default=None, help="estimation samples")
-    parser.add_argument("--certify-per-class", type=int, default=None, help="images per class")
+    parser.add_argument(
+        "--sigmas",
+        default=None,
+        help="comma-separated noise levels (default: 0.12,0.25,0.5,1.0; 0.25,0.5 with --quick)",
+    )
+    parser.add_argument(
+        "--certify-n",
+        type=int,
+        default=None,
+        help="estimation samples (default: 100000 on CIFAR, 1000 otherwise)",
+    )
+    parser.add_argument(
+        "--certify-per-class",
+        type=int,
+        default=None,
+        help="test images per class certified (default: 50 on CIFAR, 20 otherwise, 10 with "
+        "--quick)",
+    )
     args = parse_args(parser, argv, multi_seed=False)
     profile = replace(args.profile, norm="l2")  # validation / test attacks in the l_2 ball
     sigmas = _parse_sigmas(parser, args.sigmas, profile)
