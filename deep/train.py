@@ -591,7 +591,8 @@ def _train_loop(trainer: Trainer, loader: BatchLoader, files: _RunFiles, on_step
                 record["epoch_time_s"] = time.perf_counter() - t0
                 files.end_of_epoch(record, weight_steps)
                 consistent = True
-                _print(ctx, _epoch_line(record, cfg["epochs"]))
+                noisy = PRESETS[cfg["method"]].attack == "gaussian"
+                _print(ctx, _epoch_line(record, cfg["epochs"], noisy=noisy))
                 if on_epoch_end is not None:
                     on_epoch_end(trainer)
                 if dd.any_rank(stop.requested, ctx):
@@ -618,11 +619,12 @@ def _append_weight_steps(path: Path, epoch: int, rows: list[list[float]], first_
             writer.writerow([first_step + i, epoch] + [f"{v:.6g}" for v in row])
 
 
-def _epoch_line(record: dict, epochs: int) -> str:
+def _epoch_line(record: dict, epochs: int, *, noisy: bool = False) -> str:
+    """One line per epoch; ``noisy``: the training inputs are Gaussian-noise copies, not attacks."""
     t = record["train"]
     parts = [f"epoch {record['epoch']}/{epochs}", f"loss {t['loss']:.4f}"]
     if "acc_adv" in t:
-        parts.append(f"train adv acc {100 * t['acc_adv']:.1f}%")
+        parts.append(f"train {'noisy' if noisy else 'adv'} acc {100 * t['acc_adv']:.1f}%")
     if "acc_clean" in t:
         parts.append(f"train clean acc {100 * t['acc_clean']:.1f}%")
     if "val" in record:
@@ -686,8 +688,9 @@ def _finish(cfg: dict, trainer: Trainer, dataset: ImageDataset, run_dir: Path, c
                    f"{cfg['method']}: class-wise test accuracy")  # fmt: skip
     _plot_weights(run_dir, dataset.classes)
     write_final_json(run_dir, final)
-    print(f"\n{cfg['method']} on {dataset.name} ({cfg['model']}, {trainer.norm} eps "
-          f"{trainer.eps:.4g}), {chosen.name}, class-wise test accuracy (%):")  # fmt: skip
+    noise = f", trained with sigma {cfg['sigma']:g}" if cfg.get("sigma") is not None else ""
+    print(f"\n{cfg['method']} on {dataset.name} ({cfg['model']}{noise}; attacks: {trainer.norm} "
+          f"eps {trainer.eps:.4g}), {chosen.name}, class-wise test accuracy (%):")  # fmt: skip
     print(format_table(final))
     print(f"\nrun directory: {run_dir}", flush=True)
     return 0

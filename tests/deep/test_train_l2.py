@@ -104,7 +104,7 @@ def test_gaussian_noise_step_is_cross_entropy_on_noisy_inputs(digits):
     _assert_step_matches(trainer, x, y, 9, noisy)
 
 
-def test_cli_records_norm_and_sigma(tmp_path):
+def test_cli_records_norm_and_sigma(tmp_path, capsys):
     out = tmp_path / "l2"
     argv = [
         "--out",
@@ -149,9 +149,13 @@ def test_cli_records_norm_and_sigma(tmp_path):
         "--final-n-per-class",
         "3",
     ]
+    capsys.readouterr()
     assert T.main(argv) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["sigma"] == 0.25 and config["norm"] == "linf"
+    printed = capsys.readouterr().out
+    assert "train noisy acc" in printed and "train adv acc" not in printed
+    assert "trained with sigma 0.25; attacks: linf eps" in printed
 
 
 @pytest.mark.parametrize(
