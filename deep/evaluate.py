@@ -717,6 +717,10 @@ def _main(argv: Sequence[str] | None) -> dict:
     )
     write_final_json(out_dir, final)
     plot_classwise(final, out_dir / "classwise.png")
+    images = f"{args.n_per_class} per class" if args.n_per_class else "all"
+    print(f"\n{args.checkpoint} on "
+          f"{data.name} ({config.get('name', 'unknown')}; attacks: {args.norm} eps {eps:.4g}), "
+          f"test images: {images}; class-wise accuracy (%):")  # fmt: skip
     print(format_table(final))
     print(f"wrote {out_dir / 'final.json'}, final.csv, classwise.png")
     return final
