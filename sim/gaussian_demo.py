@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsHelpFormatter,
     )
     g = p.add_argument_group(
-        "mixture (any of these runs one custom setting instead of the defaults)"
+        "mixture (any of these runs one custom setting: the values given, the rest from the "
+        "one --settings named, else fig2)"
     )
     g.add_argument("--d", type=int, default=None, help="dimension (fig2: 2)")
     g.add_argument("--eta", type=float, default=None, help="theta = (eta,...,eta) (fig2: 2)")
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=tuple(SETTINGS),
         default=list(SETTINGS),
-        help="built-in settings to run (ignored when a mixture option is given)",
+        help="built-in settings to run; with a mixture option, the one setting it modifies",
     )
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to run")
     p.add_argument(
@@ -191,7 +192,8 @@ def _parse(argv) -> argparse.Namespace:
         parser.error(f"--tau must be a finite number >= 0, got {args.tau}")
     custom = {k: getattr(args, k) for k in ("d", "eta", "sigma", "K", "eps")}
     if any(v is not None for v in custom.values()):
-        base = dict(SETTINGS["fig2"])
+        # the one setting named with --settings is the base (e.g. --settings highdim --K 3)
+        base = dict(SETTINGS[args.settings[0] if len(args.settings) == 1 else "fig2"])
         base.update({k: v for k, v in custom.items() if v is not None})
         args.setting_params = {"custom": base}
     else:

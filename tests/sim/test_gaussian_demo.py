@@ -125,6 +125,16 @@ def test_custom_setting_replaces_the_defaults(tmp_path):
     assert np.isfinite(s["theory"]["b_rob"])
 
 
+def test_custom_setting_starts_from_the_one_setting_named(tmp_path):
+    argv = ["--quick", "--quiet", "--settings", "highdim", "--K", "3", "--parts", "intercept",
+            "--out", str(tmp_path)]  # fmt: skip
+    gaussian_demo.main(argv)
+    res = json.loads((tmp_path / "results.json").read_text())
+    highdim = gaussian_demo.SETTINGS["highdim"]
+    expected = {"d": highdim["d"], "eta": highdim["eta"], "sigma": highdim["sigma"], "K": 3.0}
+    assert res["settings"]["custom"]["mixture"] == expected
+
+
 def test_mitigation_bars_start_at_zero(tmp_path, monkeypatch):
     """Bars of errors start their axis at 0 (a truncated axis exaggerates small gaps)."""
     from sim import plots
