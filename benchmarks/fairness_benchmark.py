@@ -27,7 +27,7 @@ the same model comes back (a warning is printed if its numbers differ from the r
 then replaced).
 A record whose options differ from the current ones is ignored (recomputed), never mixed in.
 
-    python benchmarks/fairness_benchmark.py                       # Fashion-MNIST, ~19 CPU-hours
+    python benchmarks/fairness_benchmark.py                       # Fashion-MNIST, ~21 CPU-hours
     python benchmarks/fairness_benchmark.py --status              # what is left, and its CPU time
     python benchmarks/fairness_benchmark.py --report-only         # rewrite table and figures
     python benchmarks/fairness_benchmark.py --dataset cifar10 --device cuda --jobs 1 ...  # GPU
@@ -267,12 +267,30 @@ class Store:
 # --------------------------------------------------------------------------------------------
 # Jobs
 # --------------------------------------------------------------------------------------------
-def plan(store: Store, rows: list[Row], seeds: list[int], aa_seeds: list[int]) -> list[Job]:
-    """The jobs still to do, in priority order, each with the jobs it waits for."""
+def key_rows(rows: list[Row]) -> tuple[list[Row], list[Row]]:
+    """``(bases, key fine-tunings)``: the rows of the benchmark's question, FAAL fine-tuning of each
+    base against its control (the base fine-tuned by its own method)."""
+    bases = [r for r in rows if any(o.init == r.name for o in rows)]
+    key = [r for r in rows if r.init and r.method in (r.init, FAAL_FOR_BASE.get(r.init))]
+    return bases, [r for r in key if "--tau" not in r.options]
+
+
+def plan(
+    store: Store,
+    rows: list[Row],
+    seeds: list[int],
+    aa_seeds: list[int],
+    aa_key_seeds: list[int] = (),
+) -> list[Job]:
+    """The jobs still to do, in priority order, each with the jobs it waits for. AutoAttack for
+    ``aa_seeds`` of every row and for ``aa_key_seeds`` of the bases and key fine-tunings."""
     need_train: dict[tuple[str, int], bool] = {}
+    bases, key = key_rows(rows)
+    key_names = {r.name for r in bases + key}
 
     def needs_aa(row: Row, seed: int) -> bool:
-        return seed in aa_seeds and store.args.aa_per_class > 0 and not store.has_aa(row, seed)
+        wanted = seed in aa_seeds or (row.name in key_names and seed in aa_key_seeds)
+        return wanted and store.args.aa_per_class > 0 and not store.has_aa(row, seed)
 
     def needs_train(row: Row, seed: int) -> bool:
         key = (row.name, seed)
@@ -298,11 +316,8 @@ def plan(store: Store, rows: list[Row], seeds: list[int], aa_seeds: list[int]) -
             jobs[key] = Job("train", row, seed, deps)
         return jobs[key]
 
-    bases = [r for r in rows if any(o.init == r.name for o in rows)]
     finetunes = [r for r in rows if r.init]
     # first the question the benchmark is about: FAAL fine-tuning against its control
-    key = [r for r in finetunes if r.method in (r.init, FAAL_FOR_BASE.get(r.init))]
-    key = [r for r in key if "--tau" not in r.options]
     others = [r for r in finetunes if r not in key]
     scratch = [r for r in rows if r.init is None and r not in bases]
     order = [(r, s) for s in seeds for r in bases + key]
@@ -681,6 +696,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="AutoAttack test subset per class (same images for all; 0: none)",
     )
     g.add_argument("--aa-seeds", type=_ints, default="0", help="seeds whose models get AutoAttack")
+    g.add_argument(
+        "--aa-key-seeds",
+        type=_ints,
+        default="0,1,2",
+        help="seeds whose base, control and FAAL fine-tuning models get AutoAttack (the paired "
+        "AutoAttack answer to the benchmark's question)",
+    )
     g = p.add_argument_group("execution")
     g.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     g.add_argument("--threads", type=int, default=1, help="CPU threads per run")
@@ -741,6 +763,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--seeds: give at least one seed")
     if any(s not in args.seeds for s in args.aa_seeds):
         parser.error("--aa-seeds must be a subset of --seeds")
+    args.aa_key_seeds = [s for s in args.aa_key_seeds if s in args.seeds]
     if any(not t > 0 for t in args.tau_sweep):
         parser.error("--tau-sweep: every tau must be > 0")
     _check_names(parser, args)
@@ -838,7 +861,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     rows = build_rows(args, _available_methods())
     store = Store(args, rows)
-    jobs = plan(store, rows, args.seeds, args.aa_seeds)
+    jobs = plan(store, rows, args.seeds, args.aa_seeds, args.aa_key_seeds)
     if args.status:
         print_status(store, rows, jobs)
         return 0
@@ -857,7 +880,7 @@ def main(argv=None) -> int:
             return 1
     paths = fairness_report.write_report(args, report_inputs(store))
     print("\n".join(f"wrote {p}" for p in paths))
-    left = plan(store, rows, args.seeds, args.aa_seeds)
+    left = plan(store, rows, args.seeds, args.aa_seeds, args.aa_key_seeds)
     if left:
         print(f"{len(left)} jobs left (rerun the command to continue)")
     return 0

@@ -131,6 +131,7 @@ def build_json(args, inputs: dict) -> dict:
         "aa_per_class": args.aa_per_class,
         "seeds": list(args.seeds),
         "aa_seeds": list(args.aa_seeds),
+        "aa_key_seeds": list(getattr(args, "aa_key_seeds", [])),
         "eps": None,
         "step_size": None,
         "epochs": args.epochs,
@@ -177,8 +178,14 @@ def build_markdown(report: dict) -> str:
         f"Training set {c['train_size']} images (validation split {c['val_per_class']} per class "
         f"chooses the checkpoint: {c['selection']}). Clean / PGD-20 / CW-20 on "
         f"{c['test_size'] or 'the'} test images; AutoAttack (standard) on a stratified subset of "
-        f"{c['aa_per_class']} images per class (the same for every model; seeds {c['aa_seeds']}). "
-        f"Accuracy in %, mean ± sd over seeds; worst = the worst class's accuracy.",
+        f"{c['aa_per_class']} images per class (the same for every model; seeds {c['aa_seeds']}"
+        + (
+            f", and {c['aa_key_seeds']} for the bases, controls and FAAL fine-tunings"
+            if c.get("aa_key_seeds")
+            else ""
+        )
+        + "). "
+        "Accuracy in %, mean ± sd over seeds; worst = the worst class's accuracy.",
         "",
     ]
     header = ["row", "seeds"]

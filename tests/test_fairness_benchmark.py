@@ -19,7 +19,8 @@ SCRIPT = REPO / "benchmarks" / "fairness_benchmark.py"
 TINY = [
     "--dataset", "digits", "--model", "small-cnn", "--epochs", "1", "--finetune-epochs", "1",
     "--train-per-class", "12", "--val-per-class", "3", "--test-per-class", "6",
-    "--aa-per-class", "1", "--seeds", "0,1", "--aa-seeds", "0", "--attack-steps", "2",
+    "--aa-per-class", "1", "--seeds", "0,1", "--aa-seeds", "0", "--aa-key-seeds", "0",
+    "--attack-steps", "2",
     "--batch-size", "32",
     "--scratch", "pgd-at", "--finetune", "pgd-at:faal-at", "--jobs", "2",
 ]  # fmt: skip
@@ -151,6 +152,24 @@ def test_plan_retrains_a_recorded_base_only_when_its_checkpoint_is_needed(tmp_pa
     other = bench.parse_args([*TINY, "--epochs", "2", "--runs", str(tmp_path / "r"), "--out",
                               str(tmp_path)])  # fmt: skip
     assert bench.Store(other, rows).record(by_name["pgd-at"], 0) is None
+
+
+def test_autoattack_for_every_seed_of_the_rows_of_the_question(tmp_path):
+    bench = _load_module()
+    argv = [*TINY, "--scratch", "pgd-at,trades", "--finetune", "pgd-at:pgd-at,faal-at,frl-rwrm",
+            "--aa-key-seeds", "0,1", "--runs", str(tmp_path / "runs"),
+            "--out", str(tmp_path)]  # fmt: skip
+    args = bench.parse_args(argv)
+    rows = bench.build_rows(args, ("pgd-at", "trades", "faal-at", "frl-rwrm"))
+    store = bench.Store(args, rows)
+    jobs = bench.plan(store, rows, args.seeds, args.aa_seeds, args.aa_key_seeds)
+    aa = {(j.row.name, j.seed) for j in jobs if j.kind == "aa"}
+    key = ("pgd-at", "pgd-at+pgd-at", "pgd-at+faal-at")  # the base, its control, FAAL
+    assert aa == {(n, s) for n in key for s in (0, 1)} | {("trades", 0), ("pgd-at+frl-rwrm", 0)}
+    # the default: seed 0 of every row only, when --aa-key-seeds names no other seed
+    args = bench.parse_args([*argv, "--aa-key-seeds", "0"])
+    jobs = bench.plan(store, rows, args.seeds, args.aa_seeds, args.aa_key_seeds)
+    assert {j.seed for j in jobs if j.kind == "aa"} == {0}
 
 
 def test_status_estimates_what_is_left_from_the_recorded_cpu_time(tmp_path, capsys):
