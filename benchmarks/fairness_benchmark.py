@@ -525,18 +525,40 @@ class Scheduler:
         for t in threads:
             t.start()
         try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(timeout=1.0)
+            _wait_for(threads)
         except KeyboardInterrupt:
             with self.cond:
                 self.stopping = True
             _say("interrupted: asking the running jobs to save and stop (Ctrl-C again to kill)")
             for proc in list(_CHILDREN):
                 with_pgid(proc, signal.SIGINT)
-            for t in threads:
-                t.join()
+            try:
+                _wait_for(threads)  # each job records its CPU time as its process ends
+            except KeyboardInterrupt:
+                for proc in list(_CHILDREN):
+                    with_pgid(proc, signal.SIGKILL)
             raise
+
+
+def _wait_for(threads: list[threading.Thread]) -> None:
+    """Until every thread has ended. Polls instead of ``Thread.join``: a join interrupted by a
+    signal marks a still-running thread as ended (CPython before 3.13), so a second join would
+    return at once and the runner would exit before its jobs had recorded their CPU time."""
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.2)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C, ``kill -INT`` and ``kill PID`` (SIGTERM) all stop the benchmark the same way: the
+    running jobs save a checkpoint and report their CPU time, then the runner exits. A process
+    started in the background by a shell (``nohup ... &``) inherits SIGINT ignored; this undoes
+    that."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def with_pgid(proc: subprocess.Popen, sig: int) -> None:
@@ -868,6 +890,7 @@ def main(argv=None) -> int:
     if not args.report_only and jobs:
         _say(f"{len(jobs)} jobs, {args.jobs} at a time; records in {store.records}")
         deadline = time.time() + 3600 * args.max_hours if args.max_hours else None
+        stop_on_signals()
         scheduler = Scheduler(store, jobs, args.jobs, deadline)
         try:
             scheduler.run()

@@ -154,6 +154,36 @@ def test_plan_retrains_a_recorded_base_only_when_its_checkpoint_is_needed(tmp_pa
     assert bench.Store(other, rows).record(by_name["pgd-at"], 0) is None
 
 
+def test_kill_stops_a_background_benchmark_cleanly(tmp_path):
+    """Started as `nohup ... &` does (SIGINT ignored) and stopped with `kill PID`: the running job
+    saves its checkpoint and its CPU time is recorded; no process is left behind."""
+    import signal
+    import time
+
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, str(SCRIPT), *TINY, "--epochs", "400", "--seeds", "0", "--jobs", "1",
+           "--runs", str(runs), "--out", str(tmp_path / "out")]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not list(runs.glob("pgd-at/seed0-*/last.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    assert list(runs.glob("pgd-at/seed0-*/last.pt")), "the first run never saved a checkpoint"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    (cpu_file,) = runs.glob("pgd-at/seed0-*.cpu")
+    assert float(cpu_file.read_text()) > 0
+    assert not list(runs.glob("pgd-at/seed0-*.cpu-pending"))
+    (run_dir,) = [p for p in runs.glob("pgd-at/seed0-*") if p.is_dir()]
+    log = (run_dir.with_suffix(".log")).read_text()
+    assert "interrupted at epoch" in log  # deep.train saved and said how to resume
+
+
 def test_autoattack_for_every_seed_of_the_rows_of_the_question(tmp_path):
     bench = _load_module()
     argv = [*TINY, "--scratch", "pgd-at,trades", "--finetune", "pgd-at:pgd-at,faal-at,frl-rwrm",
