@@ -719,4 +719,4 @@ def _plot_weights(run_dir: Path, classes: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    dd.exit_process(main())

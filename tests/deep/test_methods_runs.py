@@ -134,8 +134,9 @@ out, names, common = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
 for name in names:
     extra = ["--fawa-threshold", "0"] if name.startswith("cfa") else []
     assert T.main(["--method", name, "--out", f"{out}/{name}", *common, *extra]) == 0
-dist.barrier()  # rank 0 may still be writing; a gloo group torn down early can abort at exit
+dist.barrier()  # rank 0 may still be writing
 dist.destroy_process_group()
+dd.exit_process(0)  # as python -m deep.train does under torchrun
 """
 
 

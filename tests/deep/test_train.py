@@ -763,6 +763,7 @@ assert T.main(["--out", f"{out}/cut", *common], on_step_end=stop_at_step_2) == 1
 assert T.main(["--resume", f"{out}/cut"]) == 0
 dist.barrier()
 dist.destroy_process_group()
+dd.exit_process(0)  # as python -m deep.train does under torchrun
 """
 
 
