@@ -43,7 +43,14 @@ import torch
 from scipy import special, stats
 from torch import Tensor, nn
 
-from deep.data import DATASET_NAMES, DatasetError, ImageSplit, load_dataset, stratified_indices
+from deep.data import (
+    DATASET_NAMES,
+    ClassTooSmallError,
+    DatasetError,
+    ImageSplit,
+    load_dataset,
+    stratified_indices,
+)
 from deep.evaluate import check_common_options, check_model_fits, load_cli_model
 from deep.metrics import classwise_accuracy, summarise_per_class
 from deep.plots import plot_classwise
@@ -395,8 +402,8 @@ def _load(parser, args):
     if args.n_per_class is not None:
         try:
             indices = stratified_indices(split, args.n_per_class, seed=args.seed)
-        except ValueError as exc:
-            parser.error(str(exc).replace("n_per_class =", "--n-per-class", 1))
+        except ClassTooSmallError as exc:
+            parser.error(exc.describe("--n-per-class"))
         split = split.subset(indices)
     return model, config, data, split, indices
 

@@ -95,6 +95,33 @@ class MissingFilesError(DatasetError):
     """Some of a data set's files are not where they are expected (``--download`` fetches them)."""
 
 
+class ClassTooSmallError(ValueError):
+    """A per-class sample size larger than the smallest class of the split it is drawn from.
+
+    Carries the numbers, so that a command line can name its own option and the split
+    (:meth:`describe`) instead of the Python parameter.
+    """
+
+    def __init__(self, parameter: str, requested: int, class_label: object, available: int):
+        self.parameter = parameter
+        self.requested = int(requested)
+        self.class_label = class_label
+        self.available = int(available)
+        super().__init__(self.describe(f"{parameter} ="))
+
+    def describe(self, option: str, where: str = "here") -> str:
+        """The message with ``option`` (e.g. ``"--train-per-class"``) and ``where`` the images are
+        counted (e.g. ``"after the validation split"``)."""
+        return (
+            f"{option} {self.requested}, but class {self.class_label} has only {self.available} "
+            f"images {where}: choose at most {self.available}"
+        )
+
+    def renamed(self, parameter: str) -> ClassTooSmallError:
+        """The same error for the caller's parameter name."""
+        return ClassTooSmallError(parameter, self.requested, self.class_label, self.available)
+
+
 # --------------------------------------------------------------------------------------------------
 # Containers
 # --------------------------------------------------------------------------------------------------
@@ -601,10 +628,7 @@ def _stratified_indices(y: np.ndarray, n_per_class: int, rng: np.random.Generato
         raise ValueError(f"n_per_class must be an integer >= 0, got {n_per_class!r}")
     classes, counts = np.unique(y, return_counts=True)
     if counts.size and n_per_class > counts.min():
-        raise ValueError(
-            f"n_per_class = {n_per_class}, but class {classes[counts.argmin()]} has only "
-            f"{counts.min()} images here: choose at most {counts.min()}"
-        )
+        raise ClassTooSmallError("n_per_class", n_per_class, classes[counts.argmin()], counts.min())
     chosen = [rng.choice(np.flatnonzero(y == c), size=n_per_class, replace=False) for c in classes]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
@@ -690,8 +714,8 @@ def load_dataset(
         n_val = 0 if val_per_class is None else val_per_class
     try:
         train, val = stratified_split(rest, n_val, seed=seed)
-    except ValueError as exc:
-        raise ValueError(str(exc).replace("n_per_class", "val_per_class", 1)) from None
+    except ClassTooSmallError as exc:
+        raise exc.renamed("val_per_class") from None
     mean, std = defaults.mean, defaults.std
     if mean is None or std is None:
         mean, std = channel_mean_std(train.x if name == "digits" else rest.x)
@@ -883,6 +907,7 @@ __all__ = [
     "SOURCES",
     "Augment",
     "BatchLoader",
+    "ClassTooSmallError",
     "DatasetError",
     "ImageDataset",
     "ImageSplit",

@@ -43,6 +43,7 @@ from deep.data import (
     CIFAR10C_SEVERITIES,
     DATASET_NAMES,
     BatchLoader,
+    ClassTooSmallError,
     DatasetError,
     ImageSplit,
     load_cifar10c,
@@ -656,8 +657,8 @@ def _main(argv: Sequence[str] | None) -> dict:
     if args.n_per_class is not None:
         try:
             split = stratified_subset(split, args.n_per_class, seed=args.seed)
-        except ValueError as exc:
-            parser.error(str(exc).replace("n_per_class =", "--n-per-class", 1))
+        except ClassTooSmallError as exc:
+            parser.error(exc.describe("--n-per-class"))
 
     out_dir = args.out if args.out is not None else _fresh_run_dir(args.dataset)
     try:

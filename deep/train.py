@@ -53,6 +53,7 @@ from deep.config import (
 )
 from deep.data import (
     BatchLoader,
+    ClassTooSmallError,
     DatasetError,
     ImageDataset,
     default_data_dir,
@@ -322,8 +323,8 @@ def _load_data(parser, cfg: dict, ctx: dd.DistContext) -> ImageDataset:
         message = str(exc)
         prefix = f"{cfg['dataset']}: "
         parser.error(f"--dataset {cfg['dataset']}: {message.removeprefix(prefix)}")
-    except ValueError as exc:  # the validation split does not fit the training set
-        parser.error(str(exc).replace("val_per_class =", "--val-per-class", 1))
+    except ClassTooSmallError as exc:  # the validation split does not fit the training set
+        parser.error(exc.describe("--val-per-class"))
     # config.json records what was used, not "the default"
     cfg["val_per_class"] = len(dataset.val) // max(len(dataset.classes), 1)
     if cfg["data_dir"] is None and cfg["dataset"] != "digits":
@@ -333,11 +334,9 @@ def _load_data(parser, cfg: dict, ctx: dd.DistContext) -> ImageDataset:
             dataset.train = stratified_subset(
                 dataset.train, cfg["train_per_class"], seed=cfg["seed"]
             )
-        except ValueError as exc:
-            message = str(exc).replace("n_per_class =", "--train-per-class", 1)
-            if len(dataset.val):
-                message = message.replace(" here:", " after the validation split:")
-            parser.error(message)
+        except ClassTooSmallError as exc:
+            where = "after the validation split" if len(dataset.val) else "here"
+            parser.error(exc.describe("--train-per-class", where))
     if cfg["final_n_per_class"]:  # checked now, not after hours of training
         smallest = int(torch.bincount(dataset.test.y).min())
         if cfg["final_n_per_class"] > smallest:

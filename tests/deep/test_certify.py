@@ -265,7 +265,8 @@ def test_cli_writes_certify_json_csv_and_figure(small_cnn_checkpoint, tmp_path, 
     "extra, message",
     [(["--sigma", "0"], "--sigma"), (["--sigma", "0.25", "--alpha", "2"], "--alpha"),
      (["--sigma", "0.25", "--radii", "0,x"], "--radii"),
-     (["--sigma", "0.25", "--n-per-class", "0"], "--n-per-class")],
+     (["--sigma", "0.25", "--n-per-class", "0"], "--n-per-class"),
+     (["--sigma", "0.25", "--n-per-class", "51"], "--n-per-class 51, but class")],
 )  # fmt: skip
 def test_cli_errors(small_cnn_checkpoint, tmp_path, capsys, extra, message):  # noqa: F811
     ckpt, _ = small_cnn_checkpoint

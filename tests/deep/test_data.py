@@ -16,6 +16,7 @@ from deep.data import (
     DATASET_NAMES,
     Augment,
     BatchLoader,
+    ClassTooSmallError,
     DatasetError,
     ImageSplit,
     MissingFilesError,
@@ -359,6 +360,19 @@ def test_stratified_split_is_seeded():
         stratified_subset(split, 41)
     with pytest.raises(ValueError, match="n_per_class"):
         stratified_subset(split, -1)
+
+
+def test_too_large_sample_names_the_smallest_class_and_its_size():
+    split = _ids_split([11, 30, 7, 25])
+    with pytest.raises(ClassTooSmallError) as info:
+        stratified_subset(split, 8)
+    err = info.value
+    assert (err.requested, int(err.class_label), err.available) == (8, 2, 7)
+    assert isinstance(err, ValueError) and str(err).startswith("n_per_class = 8, but class 2")
+    assert err.describe("--n", "after the split") == (
+        "--n 8, but class 2 has only 7 images after the split: choose at most 7"
+    )
+    stratified_subset(split, 7)  # the largest size it names is accepted
 
 
 def test_validation_split_comes_from_training_set_only(tmp_path):

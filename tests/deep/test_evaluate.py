@@ -442,7 +442,7 @@ def test_cli_errors(small_cnn_checkpoint, tmp_path, capsys):
     err = _exit2(
         ["--checkpoint", str(ckpt), "--dataset", "digits", "--n-per-class", "1000"] + base, capsys
     )
-    assert "--n-per-class" in err
+    assert "--n-per-class 1000, but class" in err and "choose at most 50" in err
     assert not (tmp_path / "never").exists()
 
 
