@@ -320,9 +320,11 @@ def plan(
     # first the question the benchmark is about: FAAL fine-tuning against its control
     others = [r for r in finetunes if r not in key]
     scratch = [r for r in rows if r.init is None and r not in bases]
+    # then the other rows seed by seed, so that an unfinished benchmark has every row's seed 0 (and
+    # its AutoAttack) before any row's seed 1; the cheap fine-tunings before the from-scratch rows
     order = [(r, s) for s in seeds for r in bases + key]
-    order += [(r, s) for r in others for s in seeds]
-    order += [(r, s) for r in scratch for s in seeds]
+    order += [(r, s) for s in seeds for r in others]
+    order += [(r, s) for s in seeds for r in scratch]
     for row, seed in order:
         train_job(row, seed)
     out = list(jobs.values())

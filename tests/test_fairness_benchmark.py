@@ -202,6 +202,26 @@ def test_autoattack_for_every_seed_of_the_rows_of_the_question(tmp_path):
     assert {j.seed for j in jobs if j.kind == "aa"} == {0}
 
 
+def test_plan_order_question_first_then_every_row_seed_by_seed(tmp_path):
+    bench = _load_module()
+    argv = [*TINY, "--scratch", "pgd-at,trades,faal-at",
+            "--finetune", "pgd-at:pgd-at,faal-at,frl-rwrm,trades", "--seeds", "0,1,2",
+            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]  # fmt: skip
+    args = bench.parse_args(argv)
+    rows = bench.build_rows(args, ("pgd-at", "trades", "faal-at", "frl-rwrm"))
+    jobs = bench.plan(bench.Store(args, rows), rows, args.seeds, args.aa_seeds, args.aa_key_seeds)
+    trained = [(j.row.name, j.seed) for j in jobs if j.kind == "train"]
+    question = {"pgd-at", "pgd-at+pgd-at", "pgd-at+faal-at"}
+    n_question = 3 * len(question)
+    assert {name for name, _ in trained[:n_question]} == question
+    rest = trained[n_question:]
+    # the other fine-tunings (cheap) before the from-scratch rows, each group seed by seed
+    finetuned, scratch = rest[:6], rest[6:]
+    assert finetuned == [(n, s) for s in (0, 1, 2) for n in ("pgd-at+frl-rwrm", "pgd-at+trades")]
+    assert scratch == [(n, s) for s in (0, 1, 2) for n in ("trades", "faal-at")]
+    assert len(trained) == len(set(trained)) == 7 * 3
+
+
 def test_status_estimates_what_is_left_from_the_recorded_cpu_time(tmp_path, capsys):
     bench = _load_module()
     args = bench.parse_args([*TINY, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)])
