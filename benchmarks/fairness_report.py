@@ -82,9 +82,17 @@ def summarise_row(entry: dict) -> dict:
     return out
 
 
+def _trades_loss(method: str) -> bool:
+    """Whether ``method`` trains on a TRADES-style loss (its fair reference is TRADES)."""
+    from deep.presets import get_preset  # light: no torch
+
+    return get_preset(method).objective == "trades"
+
+
 def paired(rows: dict, rows_json: dict) -> dict:
     """Paired differences (same seeds) of each fine-tuning row against its control (the base
-    fine-tuned by its own method) and its base, and of each from-scratch row against PGD-AT."""
+    fine-tuned by its own method) and its base, and of each from-scratch row against PGD-AT and,
+    where it trains on a TRADES-style loss, against TRADES too."""
     out = {}
     for name, entry in rows.items():
         row = entry["row"]
@@ -96,6 +104,8 @@ def paired(rows: dict, rows_json: dict) -> dict:
             refs.append(row.init)
         elif name != "pgd-at":
             refs.append("pgd-at")
+            if name != "trades" and _trades_loss(row.method):
+                refs.append("trades")
         for ref in refs:
             if ref not in rows:
                 continue
@@ -208,7 +218,9 @@ def build_markdown(report: dict) -> str:
         lines += [
             "",
             "Paired differences (same seeds; percentage points, mean ± sd of the per-seed "
-            "differences; n = seeds; AutoAttack over the seeds both rows have it for):",
+            "differences; n = seeds; AutoAttack over the seeds both rows have it for). A "
+            "fine-tuning is compared with its control (the base fine-tuned by its own method) "
+            "and its base, a from-scratch row with PGD-AT and, on a TRADES-style loss, TRADES:",
             "",
             "| comparison | n | PGD-20 avg | PGD-20 worst | CW-20 worst | AutoAttack avg | "
             "AutoAttack worst | clean avg | clean worst |",

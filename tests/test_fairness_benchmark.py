@@ -222,6 +222,39 @@ def test_plan_order_question_first_then_every_row_seed_by_seed(tmp_path):
     assert len(trained) == len(set(trained)) == 7 * 3
 
 
+def test_paired_references_control_base_pgd_at_and_trades_for_trades_losses():
+    bench = _load_module()
+    report = sys.modules["fairness_report"]
+
+    def entry(row, worst_by_seed):
+        records = {
+            s: {"final": {"results": {"pgd20": {"average": 0.7, "worst": w}}}}
+            for s, w in worst_by_seed.items()
+        }
+        return {"row": row, "records": records}
+
+    Row = bench.Row
+    rows = {
+        "pgd-at": entry(Row("pgd-at", "pgd-at", None), {0: 0.30, 1: 0.20}),
+        "trades": entry(Row("trades", "trades", None), {0: 0.40, 1: 0.35}),
+        "faal-trades": entry(Row("faal-trades", "faal-trades", None), {0: 0.50, 1: 0.55, 2: 0.9}),
+        "dafa-at": entry(Row("dafa-at", "dafa-at", None), {0: 0.45}),
+        "pgd-at+pgd-at": entry(Row("pgd-at+pgd-at", "pgd-at", "pgd-at"), {0: 0.25, 1: 0.20}),
+        "pgd-at+cfa-at": entry(Row("pgd-at+cfa-at", "cfa-at", "pgd-at"), {1: 0.40}),
+    }
+    out = report.paired(rows, {})
+    assert set(out) == {
+        "trades vs pgd-at", "faal-trades vs pgd-at", "faal-trades vs trades", "dafa-at vs pgd-at",
+        "pgd-at+pgd-at vs pgd-at", "pgd-at+cfa-at vs pgd-at+pgd-at", "pgd-at+cfa-at vs pgd-at",
+    }  # fmt: skip
+    # paired over the seeds both rows have: seed 2 of faal-trades has no partner
+    diff = out["faal-trades vs trades"]["pgd20"]["worst"]
+    assert diff["n"] == 2 and math.isclose(diff["mean"], 0.15)
+    assert math.isclose(diff["sd"], statistics.stdev([0.10, 0.20]))
+    diff = out["pgd-at+cfa-at vs pgd-at+pgd-at"]["pgd20"]["worst"]
+    assert diff["n"] == 1 and math.isclose(diff["mean"], 0.20) and diff["sd"] is None
+
+
 def test_status_estimates_what_is_left_from_the_recorded_cpu_time(tmp_path, capsys):
     bench = _load_module()
     args = bench.parse_args([*TINY, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)])
