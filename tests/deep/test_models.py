@@ -9,6 +9,7 @@ from torch import nn
 from deep.models import (
     MODEL_NAMES,
     CheckpointMismatchError,
+    MaxPool2x2,
     Normalize,
     build_model,
     count_parameters,
@@ -107,6 +108,73 @@ def test_two_conv_cnn_has_no_batchnorm_so_train_and_eval_agree():
     with torch.no_grad():
         assert torch.equal(model.train()(x), model.eval()(x))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+# ----- MaxPool2x2: the same bits as nn.MaxPool2d(2), forward and gradient -----
+def _bits(t):
+    return t.contiguous().view(-1).view(torch.int32)
+
+
+@pytest.mark.parametrize(
+    "shape", [(5, 3, 8, 8), (4, 2, 7, 9), (2, 1, 28, 28), (3, 6, 2, 3), (2, 2, 5, 261)]
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pool_2x2_matches_max_pool2d_bit_for_bit_with_ties(shape, channels_last):
+    gen = torch.Generator().manual_seed(sum(shape))
+    # few distinct values: most windows hold ties, which decide where the gradient goes
+    x = torch.randint(-2, 3, shape, generator=gen).float()
+    x[0, 0, 0, 0] = -0.0
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ref_in, new_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref, new = nn.MaxPool2d(2)(ref_in), MaxPool2x2()(new_in)
+    assert torch.equal(ref, new)  # the same numbers; bit for bit except the sign of a zero
+    assert torch.equal(_bits(ref)[ref.reshape(-1) != 0], _bits(new)[new.reshape(-1) != 0])
+    grad = torch.randint(-3, 4, ref.shape, generator=gen).float()
+    grad[0, 0, 0, 0] = -0.0
+    ref.backward(grad)
+    new.backward(grad)
+    assert torch.equal(_bits(ref_in.grad), _bits(new_in.grad))
+
+
+def test_max_pool_2x2_matches_on_continuous_values_and_in_float64():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 4, 10, 12, generator=gen, dtype=torch.float64)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.nn.functional.max_pool2d(a, 2).sum().backward()
+    out = MaxPool2x2()(b)
+    out.sum().backward()
+    assert out.dtype == torch.float64 and torch.equal(out, torch.nn.functional.max_pool2d(x, 2))
+    assert torch.equal(a.grad, b.grad)
+    assert torch.autograd.gradcheck(MaxPool2x2(), (x[:1, :1].clone().requires_grad_(),))
+
+
+def test_two_conv_cnn_trains_to_the_same_weights_as_with_nn_max_pool():
+    """A few PGD steps and SGD updates on images with flat backgrounds (ties after ReLU): the
+    weights and the attack end bit-identical to the same model built with nn.MaxPool2d."""
+    from deep.attacks import pgd_attack
+
+    torch.manual_seed(0)
+    fast = build_model("two-conv-cnn", 10, in_channels=1, image_size=28)
+    ref = build_model("two-conv-cnn", 10, in_channels=1, image_size=28)
+    ref.load_state_dict(fast.state_dict())
+    ref.features[2], ref.features[5] = nn.MaxPool2d(2), nn.MaxPool2d(2)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.zeros(16, 1, 28, 28)
+    x[:, :, 6:22, 8:20] = torch.rand(16, 1, 16, 12, generator=gen)  # a blank border
+    y = torch.randint(0, 10, (16,), generator=gen)
+    for model in (fast, ref):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        torch.manual_seed(3)
+        for _ in range(3):
+            x_adv = pgd_attack(model, x, y, eps=0.1, step_size=0.025, steps=3)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x_adv), y).backward()
+            opt.step()
+    for (name, p_fast), p_ref in zip(
+        fast.state_dict().items(), ref.state_dict().values(), strict=True
+    ):
+        assert torch.equal(_bits(p_fast), _bits(p_ref)), name
 
 
 # ----- forward shapes -----
