@@ -512,9 +512,13 @@ class Scheduler:
                 state = "done"
                 _say(f"done  {job.name} in {(time.time() - t0) / 60:.1f} min")
             except Exception as exc:  # a failed run must not stop the others
-                state = "failed"
-                self.failed.append(f"{job.name}: {exc}")
-                _say(f"FAILED {job.name}: {exc}")
+                if self.stopping:  # ended by Ctrl-C / kill: saved, not failed
+                    state = "stopped"
+                    _say(f"stopped {job.name}: the next call resumes it")
+                else:
+                    state = "failed"
+                    self.failed.append(f"{job.name}: {exc}")
+                    _say(f"FAILED {job.name}: {exc}")
             with self.cond:
                 job.state = state
                 self.cond.notify_all()

@@ -176,6 +176,7 @@ def test_kill_stops_a_background_benchmark_cleanly(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert "interrupted" in out
+    assert "stopped train pgd-at seed 0: the next call resumes it" in out and "FAILED" not in out
     (cpu_file,) = runs.glob("pgd-at/seed0-*.cpu")
     assert float(cpu_file.read_text()) > 0
     assert not list(runs.glob("pgd-at/seed0-*.cpu-pending"))
