@@ -363,7 +363,78 @@ def _figures(report: dict, out: Path, prefix: str) -> list[Path]:
         fig.savefig(path, dpi=90)
         plt.close(fig)
         paths.append(path)
+        gain = _gain_figure(report, attack, label, out / f"{prefix}_gain_{attack}.png")
+        if gain is not None:
+            paths.append(gain)
     return paths
+
+
+def gain_over_control(report: dict, attack: str) -> list[dict]:
+    """Each fine-tuning's paired difference from its control (the base fine-tuned by its own
+    method) under ``attack``: ``{"row", "label", "base", "average", "worst"}`` with the
+    ``{"mean", "sd", "n"}`` of the per-seed differences, in percentage points."""
+    points = []
+    for name, row in report["rows"].items():
+        base = row["init"]
+        if base == "scratch" or name == f"{base}+{base}":
+            continue
+        diff = report["paired_differences"].get(f"{name} vs {base}+{base}", {}).get(attack)
+        if diff is None:
+            continue
+        scaled = {
+            stat: {
+                "mean": 100 * diff[stat]["mean"],
+                "sd": None if diff[stat]["sd"] is None else 100 * diff[stat]["sd"],
+                "n": diff[stat]["n"],
+            }
+            for stat in ("average", "worst")
+        }
+        points.append({"row": name, "label": row["label"], "base": base, **scaled})
+    return points
+
+
+def _gain_figure(report: dict, attack: str, label: str, path: Path) -> Path | None:
+    """Worst-class gain against average cost of every fine-tuning over its control."""
+    import matplotlib.pyplot as plt
+
+    points = gain_over_control(report, attack)
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 5))
+    markers: dict[str, str] = {}
+    for pt in points:
+        marker = markers.setdefault(pt["base"], "osD^v"[len(markers) % 5])
+        ax.errorbar(
+            pt["average"]["mean"],
+            pt["worst"]["mean"],
+            xerr=pt["average"]["sd"] or 0,
+            yerr=pt["worst"]["sd"] or 0,
+            fmt=marker,
+            capsize=2,
+            label=f"{pt['label']} (n={pt['worst']['n']})",
+        )
+        ax.annotate(
+            pt["label"],
+            (pt["average"]["mean"], pt["worst"]["mean"]),
+            fontsize=6,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel(f"change of average {label} accuracy (points)")
+    ax.set_ylabel(f"change of worst-class {label} accuracy (points)")
+    ax.set_title(
+        f"{label}: 2 epochs of fine-tuning against the control (the base's own method),\n"
+        "paired by seed (mean ± sd of the per-seed differences)",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def _classes(report: dict) -> list[str]:

@@ -256,6 +256,40 @@ def test_paired_references_control_base_pgd_at_and_trades_for_trades_losses():
     assert diff["n"] == 1 and math.isclose(diff["mean"], 0.20) and diff["sd"] is None
 
 
+def test_gain_figure_plots_each_fine_tuning_against_its_control(tmp_path):
+    _load_module()
+    report_module = sys.modules["fairness_report"]
+
+    def diff(avg, worst, n=3):
+        sd = None if n == 1 else 0.02
+        return {"pgd20": {"average": {"mean": avg, "sd": sd, "n": n},
+                          "worst": {"mean": worst, "sd": sd, "n": n}}}  # fmt: skip
+
+    rows = {name: {"init": init, "label": name.replace("+", " → ")} for name, init in (
+        ("pgd-at", "scratch"), ("pgd-at+pgd-at", "pgd-at"), ("pgd-at+faal-at", "pgd-at"),
+        ("trades+trades", "trades"), ("trades+cfa-trades", "trades"),
+        ("trades+wat-trades", "trades"))}  # fmt: skip
+    report = {
+        "rows": rows,
+        "paired_differences": {
+            "pgd-at+pgd-at vs pgd-at": diff(0.001, -0.01),  # the control itself: not a point
+            "pgd-at+faal-at vs pgd-at+pgd-at": diff(-0.013, 0.17),
+            "pgd-at+faal-at vs pgd-at": diff(-0.013, 0.15),  # against the base: not this figure
+            "trades+cfa-trades vs trades+trades": diff(-0.003, 0.032, n=1),
+        },  # trades+wat-trades has no pair with its control yet: left out
+    }
+    points = report_module.gain_over_control(report, "pgd20")
+    assert [(p["row"], p["base"]) for p in points] == [
+        ("pgd-at+faal-at", "pgd-at"), ("trades+cfa-trades", "trades")]  # fmt: skip
+    assert math.isclose(points[0]["worst"]["mean"], 17.0)
+    assert math.isclose(points[0]["average"]["mean"], -1.3)
+    assert points[1]["worst"]["sd"] is None and points[1]["worst"]["n"] == 1
+    path = report_module._gain_figure(report, "pgd20", "PGD-20", tmp_path / "gain.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report_module._gain_figure(report, "cw20", "CW-20", tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
 def test_status_estimates_what_is_left_from_the_recorded_cpu_time(tmp_path, capsys):
     bench = _load_module()
     args = bench.parse_args([*TINY, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)])
