@@ -28,14 +28,17 @@ from deep.models import MaxPool2x2, build_model  # noqa: E402
 from deep.runtime import DefaultsHelpFormatter  # noqa: E402
 
 
-def _median_ms(fn, rounds: int) -> float:
-    fn()  # warm-up
-    times = []
+def _median_ms(fn_ref, fn_new, rounds: int) -> tuple[float, float]:
+    """Medians (ms) of the two functions, timed in alternating rounds so that a change of machine
+    load falls on both."""
+    fn_ref(), fn_new()  # warm-up
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+        for fn, out in ((fn_ref, times[0]), (fn_new, times[1])):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times[0]), 1e3 * statistics.median(times[1])
 
 
 def _pool_step(pool: nn.Module, x: torch.Tensor, grad: torch.Tensor, backward: bool):
@@ -83,8 +86,11 @@ def main(argv=None) -> int:
         new_out.backward(grad)
         same = torch.equal(ref_out, new_out) and torch.equal(ref_in.grad, new_in.grad)
         for label, backward in (("forward", False), ("fwd + bwd", True)):
-            old = _median_ms(_pool_step(nn.MaxPool2d(2), x, grad, backward), args.rounds)
-            new = _median_ms(_pool_step(MaxPool2x2(), x, grad, backward), args.rounds)
+            old, new = _median_ms(
+                _pool_step(nn.MaxPool2d(2), x, grad, backward),
+                _pool_step(MaxPool2x2(), x, grad, backward),
+                args.rounds,
+            )
             text = "x".join(map(str, shape))
             print(f"{text:<22} {label:<12} {old:>8.2f}ms {new:>9.2f}ms {old / new:>6.2f}x")
         print(f"{'':<22} same output and gradient: {same}")
@@ -96,8 +102,7 @@ def main(argv=None) -> int:
     ref = build_model("two-conv-cnn", 10, in_channels=1, image_size=28)
     ref.load_state_dict(fast.state_dict())
     ref.features[2], ref.features[5] = nn.MaxPool2d(2), nn.MaxPool2d(2)
-    old = _median_ms(_train_step(ref, x, y), args.rounds)
-    new = _median_ms(_train_step(fast, x, y), args.rounds)
+    old, new = _median_ms(_train_step(ref, x, y), _train_step(fast, x, y), args.rounds)
     print(
         f"two-conv-cnn PGD-10 training step: {old:.1f} ms with nn.MaxPool2d, {new:.1f} ms with "
         f"MaxPool2x2 ({old / new:.2f}x)"

@@ -74,8 +74,8 @@ class _MaxPool2x2Function(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             # strict comparisons keep the first of equal values: a before b, c before d, top
             # before bottom, i.e. the first maximum in row-major order, as ATen chooses it
-            row = bottom > top
-            col = (b > a) ^ (row & ((b > a) ^ (d > c)))  # the winning pair's right-hand corner
+            row, top_right = bottom > top, b > a
+            col = top_right ^ (row & (top_right ^ (d > c)))  # the winning pair's right corner
             small = torch.uint8 if width < 255 else torch.int32
             corner = row.to(small) * width + col  # offset of the winner from the window's corner
             rows = torch.arange(0, h, 2, device=x.device).view(-1, 1) * width
