@@ -96,7 +96,7 @@ class MaxPool2x2(nn.Module):
 
     On the CPU ATen's max-pooling kernel for contiguous (NCHW) tensors is about 8x slower than
     four elementwise maxima of strided views (one thread, a 128 x 32 x 28 x 28 batch: ~16 ms
-    against ~2 ms), and the two pools were a third of a ``two-conv-cnn`` training step. For finite
+    against ~1-2 ms), and a ``two-conv-cnn`` training step is 1.1-1.3x faster without it. For finite
     inputs the result and its gradient are those of ``nn.MaxPool2d(2)``, bit for bit but for the
     sign of a zero maximum (:class:`_MaxPool2x2Function`), so training gives the same weights
     (``benchmarks/max_pool_speed.py`` times both). Other devices, ``torch.compile`` and inputs
