@@ -323,50 +323,108 @@ def _figures(report: dict, out: Path, prefix: str) -> list[Path]:
         fig.savefig(path, dpi=90)
         plt.close(fig)
         paths.append(path)
-        # average vs worst (Pareto)
-        fig, ax = plt.subplots(figsize=(7, 5))
-        markers = {"scratch": "o"}
-        for row in present.values():
-            a, w = row[attack]["average"], row[attack]["worst"]
-            marker = markers.setdefault(row["init"], "sD^v"[len(markers) % 4])
-            ax.errorbar(
-                100 * a["mean"],
-                100 * w["mean"],
-                xerr=100 * (a["sd"] or 0),
-                yerr=100 * (w["sd"] or 0),
-                fmt=marker,
-                capsize=2,
-                label=row["label"],
-            )
-            ax.annotate(
-                row["label"],
-                (100 * a["mean"], 100 * w["mean"]),
-                fontsize=6,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        front = _pareto(
-            [
-                (100 * r[attack]["average"]["mean"], 100 * r[attack]["worst"]["mean"])
-                for r in present.values()
-            ]
+        paths.append(
+            _pareto_figure(report, present, attack, label, out / f"{prefix}_pareto_{attack}.png")
         )
-        if len(front) > 1:
-            ax.plot(*zip(*front), color="grey", lw=1, ls="--", zorder=0, label="Pareto front")
-        ax.set_xlabel(f"average {label} accuracy (%)")
-        ax.set_ylabel(f"worst-class {label} accuracy (%)")
-        ax.set_title(f"{label}: average vs worst class (mean ± sd over seeds)", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2, loc="best")
-        fig.tight_layout()
-        path = out / f"{prefix}_pareto_{attack}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        paths.append(path)
         gain = _gain_figure(report, attack, label, out / f"{prefix}_gain_{attack}.png")
         if gain is not None:
             paths.append(gain)
     return paths
+
+
+def _styles(rows: dict) -> tuple[dict, dict]:
+    """Colour per method and marker per start (``"scratch"`` or the base row), in table order, so a
+    method has one colour in every panel and a marker says where its runs started."""
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r["method"] for r in rows.values()))
+    # tab10 without its grey (the Pareto front's colour), then black, then tab20's light shades
+    palette = [plt.get_cmap("tab10")(i) for i in range(10) if i != 7] + ["black"]
+    palette += [plt.get_cmap("tab20")(i) for i in range(1, 20, 2) if i != 15]
+    colours = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+    starts = list(dict.fromkeys(["scratch"] + [r["init"] for r in rows.values()]))
+    markers = {s: "osD^vP"[i % 6] for i, s in enumerate(starts)}
+    return colours, markers
+
+
+def _pareto_figure(report: dict, present: dict, attack: str, label: str, path: Path) -> Path:
+    """Average against worst-class accuracy of every row under ``attack``: from-scratch rows on
+    the left, fine-tunings on the right (their bases drawn hollow for reference); one colour per
+    method, one marker per start; the dashed line is the Pareto front of all rows."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    colours, markers = _styles(report["rows"])
+    scratch = [n for n, r in present.items() if r["init"] == "scratch"]
+    tuned = [n for n, r in present.items() if r["init"] != "scratch"]
+    epochs = report.get("config", {}).get("finetune_epochs")
+    tuned_title = f"fine-tuned for {epochs} epochs" if epochs else "fine-tuned"
+    panels = [(t, names) for t, names in (("from scratch", scratch), (tuned_title, tuned)) if names]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(6 * len(panels), 5), sharex=True, sharey=True, squeeze=False
+    )
+    front = _pareto(
+        [
+            (100 * r[attack]["average"]["mean"], 100 * r[attack]["worst"]["mean"])
+            for r in present.values()
+        ]
+    )
+
+    def point(ax, row, hollow=False, text=None):
+        a, w = row[attack]["average"], row[attack]["worst"]
+        colour = colours[row["method"]]
+        ax.errorbar(
+            100 * a["mean"],
+            100 * w["mean"],
+            xerr=0 if hollow else 100 * (a["sd"] or 0),
+            yerr=0 if hollow else 100 * (w["sd"] or 0),
+            fmt=markers[row["init"]],
+            color=colour,
+            mfc="none" if hollow else colour,
+            capsize=2,
+            alpha=0.6 if hollow else 1.0,
+        )
+        ax.annotate(
+            text or row["method"],
+            (100 * a["mean"], 100 * w["mean"]),
+            fontsize=6,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+
+    for ax, (title, names) in zip(axes[0], panels):
+        if names is tuned:
+            for base in dict.fromkeys(present[n]["init"] for n in tuned):
+                if base in present:
+                    point(ax, present[base], hollow=True, text=f"{base} (base)")
+        for name in names:
+            point(ax, present[name])
+        if len(front) > 1:
+            ax.plot(*zip(*front), color="grey", lw=1, ls="--", zorder=0)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"average {label} accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(f"worst-class {label} accuracy (%)")
+    used = {present[n]["method"] for n in present}
+    method_handles = [
+        Line2D([], [], marker="o", ls="", color=c, label=m) for m, c in colours.items() if m in used
+    ]
+    method_handles.append(Line2D([], [], color="grey", ls="--", label="Pareto front (all rows)"))
+    axes[0, 0].legend(handles=method_handles, fontsize=6, ncol=2, loc="best", title="method",
+                      title_fontsize=7)  # fmt: skip
+    starts = dict.fromkeys(present[n]["init"] for n in present)
+    start_handles = [
+        Line2D([], [], marker=markers[s], ls="", color="black", mfc="none",
+               label="from scratch" if s == "scratch" else f"from {s}")
+        for s in starts
+    ]  # fmt: skip
+    axes[0, -1].legend(handles=start_handles, fontsize=6, loc="best", title="start",
+                       title_fontsize=7)  # fmt: skip
+    fig.suptitle(f"{label}: average vs worst class (mean ± sd over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def gain_over_control(report: dict, attack: str) -> list[dict]:

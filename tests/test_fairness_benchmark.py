@@ -290,6 +290,55 @@ def test_gain_figure_plots_each_fine_tuning_against_its_control(tmp_path):
     assert not (tmp_path / "none.png").exists()
 
 
+def test_pareto_figure_one_colour_per_method_one_marker_per_start(tmp_path):
+    _load_module()
+    report_module = sys.modules["fairness_report"]
+
+    def stat(avg, worst):
+        return {
+            "pgd20": {"average": {"mean": avg, "sd": 0.01}, "worst": {"mean": worst, "sd": None}}
+        }
+
+    rows = {
+        name: {"init": init, "method": method, "label": name, **stat(avg, worst)}
+        for name, init, method, avg, worst in (
+            ("pgd-at", "scratch", "pgd-at", 0.75, 0.33),
+            ("faal-at", "scratch", "faal-at", 0.70, 0.46),
+            ("pgd-at+pgd-at", "pgd-at", "pgd-at", 0.75, 0.32),
+            ("pgd-at+faal-at", "pgd-at", "faal-at", 0.74, 0.49),
+            ("trades+faal-trades", "trades", "faal-trades", 0.72, 0.52),  # base not in the report
+        )
+    }  # fmt: skip
+    colours, markers = report_module._styles(rows)
+    # a method keeps its colour whether trained from scratch or fine-tuned
+    assert set(colours) == {"pgd-at", "faal-at", "faal-trades"}
+    assert len(set(colours.values())) == 3
+    from matplotlib.colors import to_rgb
+
+    # twelve methods: twelve colours, none of them the Pareto front's grey
+    many, _ = report_module._styles(
+        {f"m{i}": {"method": f"m{i}", "init": "scratch"} for i in range(12)}
+    )
+    assert len({to_rgb(c) for c in many.values()}) == 12
+    assert to_rgb("tab:gray") not in {to_rgb(c) for c in many.values()}
+    assert (
+        markers["scratch"] == "o"
+        and len({markers[s] for s in ("scratch", "pgd-at", "trades")}) == 3
+    )
+
+    def width(path):  # PNG: the width is the first field of the IHDR chunk
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        return int.from_bytes(data[16:20], "big")
+
+    report = {"rows": rows, "config": {"finetune_epochs": 2}}
+    both = report_module._pareto_figure(report, rows, "pgd20", "PGD-20", tmp_path / "both.png")
+    tuned = {n: r for n, r in rows.items() if r["init"] != "scratch"}
+    one = report_module._pareto_figure(report, tuned, "pgd20", "PGD-20", tmp_path / "one.png")
+    # from-scratch and fine-tuned rows side by side; one panel when a kind is missing
+    assert width(both) == 2 * width(one)
+
+
 def test_status_estimates_what_is_left_from_the_recorded_cpu_time(tmp_path, capsys):
     bench = _load_module()
     args = bench.parse_args([*TINY, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)])
