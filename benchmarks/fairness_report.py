@@ -302,7 +302,8 @@ def _figures(report: dict, out: Path, prefix: str) -> list[Path]:
         # per-class bars: one panel per group (from scratch; fine-tuned from each base)
         panels = [(g, [n for n in names if n in present]) for g, names in groups.items()]
         panels = [(g, names) for g, names in panels if names]
-        fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.8 * len(panels)), squeeze=False)
+        colours, _ = _styles(rows)
+        fig, axes = plt.subplots(len(panels), 1, figsize=(12.5, 2.8 * len(panels)), squeeze=False)
         for ax, (group, names) in zip(axes[:, 0], panels):
             if classes is None:
                 classes = _classes(report)
@@ -310,13 +311,14 @@ def _figures(report: dict, out: Path, prefix: str) -> list[Path]:
             for i, name in enumerate(names):
                 values = [100 * v for v in present[name][attack]["per_class"]["mean"]]
                 xs = [c + (i - (len(names) - 1) / 2) * width for c in range(len(values))]
-                ax.bar(xs, values, width, label=rows[name]["label"])
+                colour = colours[rows[name]["method"]]
+                ax.bar(xs, values, width, label=rows[name]["label"], color=colour)
             ax.set_xticks(range(len(classes)), classes, fontsize=8)
             ax.set_ylim(0, 100)
             ax.set_ylabel(f"{label} acc. (%)")
             title = "from scratch" if group == "scratch" else f"fine-tuned from {group}"
             ax.set_title(f"{title}: class-wise {label} accuracy (mean over seeds)", fontsize=9)
-            ax.legend(fontsize=7, ncol=3, loc="lower left")
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))
             ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         path = out / f"{prefix}_classwise_{attack}.png"
@@ -459,15 +461,16 @@ def _gain_figure(report: dict, attack: str, label: str, path: Path) -> Path | No
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(7, 5))
-    markers: dict[str, str] = {}
+    colours, markers = _styles(report["rows"])
     for pt in points:
-        marker = markers.setdefault(pt["base"], "osD^v"[len(markers) % 5])
+        row = report["rows"][pt["row"]]
         ax.errorbar(
             pt["average"]["mean"],
             pt["worst"]["mean"],
             xerr=pt["average"]["sd"] or 0,
             yerr=pt["worst"]["sd"] or 0,
-            fmt=marker,
+            fmt=markers[pt["base"]],
+            color=colours[row["method"]],
             capsize=2,
             label=f"{pt['label']} (n={pt['worst']['n']})",
         )

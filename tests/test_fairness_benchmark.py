@@ -265,7 +265,8 @@ def test_gain_figure_plots_each_fine_tuning_against_its_control(tmp_path):
         return {"pgd20": {"average": {"mean": avg, "sd": sd, "n": n},
                           "worst": {"mean": worst, "sd": sd, "n": n}}}  # fmt: skip
 
-    rows = {name: {"init": init, "label": name.replace("+", " → ")} for name, init in (
+    rows = {name: {"init": init, "label": name.replace("+", " → "), "method": name.split("+")[-1]}
+            for name, init in (
         ("pgd-at", "scratch"), ("pgd-at+pgd-at", "pgd-at"), ("pgd-at+faal-at", "pgd-at"),
         ("trades+trades", "trades"), ("trades+cfa-trades", "trades"),
         ("trades+wat-trades", "trades"))}  # fmt: skip
