@@ -295,6 +295,7 @@ def _figures(report: dict, out: Path, prefix: str) -> list[Path]:
     groups = {}
     for name, row in rows.items():
         groups.setdefault(row["init"], []).append(name)
+    colours, _ = _styles(rows)
     for attack, label, *_ in ATTACKS[:4]:
         present = {n: r for n, r in rows.items() if attack in r}
         if not present:
@@ -302,7 +303,6 @@ def _figures(report: dict, out: Path, prefix: str) -> list[Path]:
         # per-class bars: one panel per group (from scratch; fine-tuned from each base)
         panels = [(g, [n for n in names if n in present]) for g, names in groups.items()]
         panels = [(g, names) for g, names in panels if names]
-        colours, _ = _styles(rows)
         fig, axes = plt.subplots(len(panels), 1, figsize=(12.5, 2.8 * len(panels)), squeeze=False)
         for ax, (group, names) in zip(axes[:, 0], panels):
             if classes is None:
