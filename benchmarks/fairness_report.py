@@ -246,7 +246,7 @@ def build_markdown(report: dict) -> str:
         "",
         "CPU min/run: the mean training CPU time of one run (one thread; AutoAttack not "
         "included), over the runs whose time was fully recorded. "
-        f"CPU time of the runs so far: {report['cpu_hours']:.1f} core-hours"
+        f"CPU time of the recorded runs, AutoAttack included: {report['cpu_hours']:.1f} core-hours"
         + (
             f" (at least: {partial} {'run was' if partial == 1 else 'runs were'} interrupted by "
             "a killed session, whose lost time is not counted)"
