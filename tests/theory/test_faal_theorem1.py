@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import gammaln
 
-from theory.dro import coverage_lower_bound
+from theory.dro import coverage_lower_bound, tau_for_coverage
 
 
 def types(n, C):  # noqa: N803
@@ -73,3 +73,18 @@ def test_bound_is_zero_where_the_polynomial_factor_exceeds_one_and_tight_at_larg
     tau = C * math.log(n + 1) / n
     miss, _ = exact_miss(n, p, tau)
     assert 1 - miss < 1 - math.exp(-n * tau)
+
+
+@pytest.mark.parametrize("n, C, miss", [(1000, 2, 0.5), (200, 3, 0.25), (5000, 10, 0.8)])
+def test_bound_and_its_inverse_pin_the_exponent_of_n_plus_1(n, C, miss):  # noqa: N803
+    """FAAL Theorem 1 written out here: coverage >= 1 - (n + 1)^C e^{-n tau}. At the tau where the
+    miss term is ``miss`` (a value away from 0 and 1), an exponent of C - 1 instead of C would
+    shrink the miss term by the factor n + 1 (>= 201 here), so the bound would move by ~``miss``."""
+    tau = (C * math.log(n + 1) - math.log(miss)) / n
+    reference = 1.0 - float((n + 1) ** C) * math.exp(-n * tau)  # exact integer power
+    assert reference == pytest.approx(1 - miss, rel=1e-12)
+    assert coverage_lower_bound(n, C, tau) == pytest.approx(reference, rel=1e-12)
+    wrong = 1.0 - float((n + 1) ** (C - 1)) * math.exp(-n * tau)
+    assert abs(wrong - reference) > 0.9 * miss  # the two exponents differ measurably here
+    # The inverse: the smallest tau whose bound reaches 1 - miss is this tau (to rounding).
+    assert tau_for_coverage(1 - miss, n, C) == pytest.approx(tau, rel=1e-12)
