@@ -36,7 +36,9 @@ A record whose options differ from the current ones is ignored (recomputed), nev
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -212,12 +214,149 @@ def aa_argv(args) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
+# The protocol of a results folder, and the provenance of a record
+# --------------------------------------------------------------------------------------------
+#: The options that make two benchmarks comparable: a results folder holds one protocol only.
+PROTOCOL_FIELDS = (
+    "dataset",
+    "model",
+    "eps",
+    "epochs",
+    "lr",
+    "batch_size",
+    "attack_steps",
+    "finetune_epochs",
+    "finetune_lr",
+    "val_per_class",
+    "train_per_class",
+    "test_per_class",
+    "aa_per_class",
+)
+#: Where the package's own results live (the committed protocol).
+COMMITTED_OUT = REPO / "docs" / "results"
+
+
+def protocol(args) -> dict:
+    """The protocol of a benchmark: every option that changes a run's numbers (not which rows or
+    seeds are run, nor where or how)."""
+    return {name: getattr(args, name) for name in PROTOCOL_FIELDS}
+
+
+def protocol_hash(args) -> str:
+    return hashlib.sha1(json.dumps(protocol(args), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def manifest_path(out: Path, dataset: str) -> Path:
+    """``<out>/<stem>_protocol.json``: the folder's protocol and the rows and seeds it holds."""
+    return Path(out) / f"{fairness_report.stem(dataset)}_protocol.json"
+
+
+def read_manifest(out: Path, dataset: str) -> dict | None:
+    path = manifest_path(out, dataset)
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["protocol"], manifest["rows"], manifest["seeds"]  # noqa: B018  (required keys)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{path} is not a benchmark protocol file ({exc!r})") from None
+    return manifest
+
+
+def protocol_differences(theirs: dict, ours: dict) -> str:
+    """``"epochs 5 -> 1, lr 0.05 -> 0.1"``: how ``ours`` differs from ``theirs``."""
+    keys = [k for k in PROTOCOL_FIELDS if theirs.get(k) != ours.get(k)]
+    return ", ".join(f"{k.replace('_', '-')} {theirs.get(k)} -> {ours.get(k)}" for k in keys)
+
+
+def resolve_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Where this benchmark's records and report go: a folder holds one protocol only.
+
+    Without ``--out``: ``docs/results`` when the protocol is the one committed there, otherwise a
+    folder of its own, ``runs/fairness-benchmark/<stem>-<protocol hash>`` (said in one line). With
+    ``--out``: refused (one line) when that folder holds another protocol."""
+    ours = protocol(args)
+    args.out_note = None
+    if args.out is None:
+        committed = read_manifest(COMMITTED_OUT, args.dataset)
+        if committed is not None and committed["protocol"] == ours:
+            args.out = str(COMMITTED_OUT)
+            return
+        own = Path(args.runs) / f"{fairness_report.stem(args.dataset)}-{protocol_hash(args)}"
+        args.out = str(own)
+        differs = (
+            f"differs from the committed one ({protocol_differences(committed['protocol'], ours)})"
+            if committed is not None
+            else "has no committed results"
+        )
+        args.out_note = f"this protocol {differs}: records, table and figures go to {own}"
+        return
+    theirs = read_manifest(Path(args.out), args.dataset)
+    if theirs is not None and theirs["protocol"] != ours:
+        own = Path(args.runs) / f"{fairness_report.stem(args.dataset)}-{protocol_hash(args)}"
+        parser.error(
+            f"--out {args.out} holds a benchmark of another protocol "
+            f"({protocol_differences(theirs['protocol'], ours)}); give another --out (e.g. {own}) "
+            "or leave --out out"
+        )
+
+
+@functools.cache
+def provenance() -> dict:
+    """The package version and the git commit the records of this process are made with
+    (``"dirty": true`` when tracked files differ from that commit; None outside a checkout)."""
+    try:
+        version = importlib.metadata.version("robust-fairness")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+
+    def git(*argv: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *argv], cwd=REPO, capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"package_version": version, "git_commit": commit, "dirty": bool(dirty)}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
 # The store of finished runs (committed) and the run folders (working files)
 # --------------------------------------------------------------------------------------------
 class Store:
+    """The records of one results folder. ``rows`` are the rows of this call; ``report_rows`` and
+    ``report_seeds`` add those the folder already holds (from its protocol file), so that a call
+    with fewer rows or seeds extends the report and never shrinks it."""
+
     def __init__(self, args, rows: list[Row]) -> None:
         self.args = args
-        self.rows = {r.name: r for r in rows}
+        manifest = read_manifest(Path(args.out), args.dataset)
+        known = [Row(r["name"], r["method"], r["init"], tuple(r["options"])) for r in
+                 (manifest or {}).get("rows", [])]  # fmt: skip
+        current = {r.name: r for r in rows}
+        self.report_rows = {**{r.name: r for r in known}, **current}
+        self.rows = self.report_rows  # a fine-tuning's identity needs its base row
+        seeds = {"seeds": args.seeds, "aa_seeds": args.aa_seeds, "aa_key_seeds": args.aa_key_seeds}
+        self.report_seeds = {
+            k: sorted(set(v) | set((manifest or {}).get(k, []))) for k, v in seeds.items()
+        }
+        covers = manifest is None or (
+            set(current) >= {r.name for r in known}
+            and all(set(v) >= set(manifest.get(k, [])) for k, v in seeds.items())
+        )
+        self.command = args.command if covers else manifest.get("command", args.command)
         self.records = Path(args.out) / f"{fairness_report.stem(args.dataset)}_runs"
         self.runs = Path(args.runs)
         self.lock = threading.Lock()
@@ -255,6 +394,25 @@ class Store:
         name = Path(json.loads(final.read_text())["checkpoint"])
         path = name if name.is_absolute() else run_dir / name.name
         return path if path.exists() else None
+
+    def write_manifest(self) -> None:
+        """Record the folder's protocol, rows and seeds (before any run writes into it)."""
+        manifest = {
+            "protocol": protocol(self.args),
+            "rows": [
+                {"name": r.name, "method": r.method, "init": r.init, "options": list(r.options)}
+                for r in self.report_rows.values()
+            ],
+            **self.report_seeds,
+            "command": self.command,
+        }
+        path = manifest_path(Path(self.args.out), self.args.dataset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(manifest, indent=1) + "\n"
+        if not path.exists() or path.read_text() != text:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
 
     def write(self, row: Row, seed: int, record: dict) -> None:
         path = self.record_path(row, seed)
@@ -431,8 +589,20 @@ def run_train(store: Store, job: Job) -> None:
             "cpu_complete": not partial.exists(),
             "final": final,
             "metrics": metrics,
+            "provenance": {**provenance(), "init": init_provenance(store, row, seed)},
         }
         store.write(row, seed, record)
+
+
+def init_provenance(store: Store, row: Row, seed: int) -> dict | None:
+    """Path and SHA-256 of the checkpoint a fine-tuning started from (None from scratch)."""
+    if not row.init:
+        return None
+    config = json.loads((store.run_dir(row, seed) / "config.json").read_text())
+    path = Path(config["init"]) if config.get("init") else None
+    if path is None or not path.exists():
+        path = store.checkpoint(store.rows[row.init], seed)
+    return {"path": str(path), "sha256": file_sha256(path) if path and path.exists() else None}
 
 
 def run_aa(store: Store, job: Job) -> None:
@@ -467,6 +637,7 @@ def run_aa(store: Store, job: Job) -> None:
         record["autoattack"] = final
         record["autoattack_argv"] = aa_argv(args)
         record["cpu_seconds"]["autoattack"] = cpu
+        record["autoattack_provenance"] = provenance()
         store.write(row, seed, record)
 
 
@@ -524,7 +695,7 @@ class Scheduler:
                 self.cond.notify_all()
             if state == "done" and not self.stopping:
                 with self.store.lock:
-                    fairness_report.write_report(self.store.args, report_inputs(self.store))
+                    write_report(self.store)
 
     def run(self) -> None:
         threads = [threading.Thread(target=self._worker, daemon=True) for _ in range(self.workers)]
@@ -614,19 +785,28 @@ def canonical_command(argv: list[str]) -> str:
 
 
 def report_inputs(store: Store) -> dict:
-    """Everything the report needs: the config and every stored record of the current rows."""
+    """Everything the report needs: the config and every stored record of the folder's rows and
+    seeds (those of this call and those it already held)."""
     args = store.args
     if not hasattr(args, "sizes"):
         args.sizes = data_sizes(args)
+    report_args = argparse.Namespace(**{**vars(args), **store.report_seeds})
+    report_args.command = store.command
     records = {}
-    for row in store.rows.values():
+    for row in store.report_rows.values():
         by_seed = {}
-        for seed in args.seeds:
+        for seed in report_args.seeds:
             record = store.record(row, seed)
             if record is not None:
                 by_seed[seed] = record
         records[row.name] = {"row": row, "records": by_seed}
-    return {"args": args, "rows": records}
+    return {"args": report_args, "rows": records}
+
+
+def write_report(store: Store) -> list[Path]:
+    """Rewrite the folder's JSON, Markdown and figures from its records."""
+    inputs = report_inputs(store)
+    return fairness_report.write_report(inputs["args"], inputs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -688,7 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="extra FAAL fine-tuning rows at these tau values, e.g. 0.05,0.2,1,2 (default: none)",
     )
-    g.add_argument("--seeds", type=_ints, default="0,1,2", help="seeds of every row")
+    g.add_argument("--seeds", type=_ints, default="0,1,2,3,4", help="seeds of every row")
     g = p.add_argument_group("protocol")
     g.add_argument("--dataset", default="fashion-mnist", help="deep.train data set")
     g.add_argument("--model", default="two-conv-cnn", help="architecture ('' = the dataset's)")
@@ -723,11 +903,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=50,
         help="AutoAttack test subset per class (same images for all; 0: none)",
     )
-    g.add_argument("--aa-seeds", type=_ints, default="0", help="seeds whose models get AutoAttack")
+    g.add_argument(
+        "--aa-seeds", type=_ints, default="0,3,4", help="seeds whose models get AutoAttack"
+    )
     g.add_argument(
         "--aa-key-seeds",
         type=_ints,
-        default="0,1,2",
+        default="0,1,2,3,4",
         help="seeds whose base, control and FAAL fine-tuning models get AutoAttack (the paired "
         "AutoAttack answer to the benchmark's question)",
     )
@@ -747,7 +929,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="working run folders (checkpoints)",
     )
     g.add_argument(
-        "--out", default=str(REPO / "docs" / "results"), help="records, table, JSON and figures"
+        "--out",
+        default=None,
+        help="records, table, JSON and figures (default: docs/results for the committed protocol, "
+        "else a folder of the protocol's own under --runs); a folder holds one protocol only",
     )
     g.add_argument(
         "--status",
@@ -789,12 +974,15 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be > 0")
     if not args.seeds:
         parser.error("--seeds: give at least one seed")
-    if any(s not in args.seeds for s in args.aa_seeds):
+    explicit_aa = any(a.split("=")[0] == "--aa-seeds" for a in argv)
+    if explicit_aa and any(s not in args.seeds for s in args.aa_seeds):
         parser.error("--aa-seeds must be a subset of --seeds")
     args.aa_key_seeds = [s for s in args.aa_key_seeds if s in args.seeds]
+    args.aa_seeds = [s for s in args.aa_seeds if s in args.seeds]
     if any(not t > 0 for t in args.tau_sweep):
         parser.error("--tau-sweep: every tau must be > 0")
     _check_names(parser, args)
+    resolve_out(parser, args)
     return args
 
 
@@ -890,9 +1078,12 @@ def main(argv=None) -> int:
     rows = build_rows(args, _available_methods())
     store = Store(args, rows)
     jobs = plan(store, rows, args.seeds, args.aa_seeds, args.aa_key_seeds)
+    if args.out_note:
+        _say(args.out_note)
     if args.status:
         print_status(store, rows, jobs)
         return 0
+    store.write_manifest()
     if not args.report_only and jobs:
         _say(f"{len(jobs)} jobs, {args.jobs} at a time; records in {store.records}")
         deadline = time.time() + 3600 * args.max_hours if args.max_hours else None
@@ -901,13 +1092,13 @@ def main(argv=None) -> int:
         try:
             scheduler.run()
         except KeyboardInterrupt:
-            fairness_report.write_report(args, report_inputs(store))
+            write_report(store)
             return 130
         if scheduler.failed:
-            fairness_report.write_report(args, report_inputs(store))
+            write_report(store)
             print("failed:\n  " + "\n  ".join(scheduler.failed), file=sys.stderr)
             return 1
-    paths = fairness_report.write_report(args, report_inputs(store))
+    paths = write_report(store)
     print("\n".join(f"wrote {p}" for p in paths))
     left = plan(store, rows, args.seeds, args.aa_seeds, args.aa_key_seeds)
     if left:

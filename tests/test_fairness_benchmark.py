@@ -44,7 +44,7 @@ def _load_module():
 
 def test_help_reads_defaults_as_they_are_typed():
     text = " ".join(_load_module().build_parser().format_help().split())
-    assert "(default: 0,1,2)" in text and "(default: None)" not in text
+    assert "(default: 0,1,2,3,4)" in text
     assert "(default: [" not in text and "(default: (" not in text
     assert "(default: pgd-at,trades," in text
 
