@@ -5,13 +5,24 @@ Format (a dict): ``{"model_config": {...}, "model": state_dict, ...anything else
 with ``torch.load(weights_only=True)``, which accepts tensors, dicts, lists, tuples, strings,
 numbers and ``None`` but executes no pickled code; :func:`rng_state` stores random-number-generator
 states in that form, so a complete training state round-trips without ``weights_only=False``.
+
+**Integrity.** :func:`save_atomic` stores the SHA-256 digest of the serialized file with it, in the
+comment of the zip archive that ``torch.save`` writes (the last bytes of the file; ``torch.load``
+ignores it), and marks the dict with ``"integrity": "sha256"``. :func:`load_checkpoint` checks the
+digest before unpickling anything: a changed byte anywhere in the file (disk errors, partial copies,
+sync tools) is a :class:`CheckpointError` naming the file. A file without a digest (written by an
+older version, or by ``torch.save`` itself) still loads, with a one-line note on stderr.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
 import random
+import struct
+import sys
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -26,16 +37,28 @@ from deep.models import CheckpointMismatchError, build_model, load_model_state
 
 __all__ = [
     "CheckpointError",
+    "INTEGRITY_KEY",
     "load_checkpoint",
     "model_from_checkpoint",
     "new_file_mode",
     "resolve_checkpoint",
     "rng_state",
     "save_atomic",
+    "serialize_with_digest",
     "set_rng_state",
+    "verify_digest",
 ]
 
 _STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
+
+#: Key that marks a checkpoint dict written with a digest (so a damaged digest is not mistaken for
+#: an older file without one).
+INTEGRITY_KEY = "integrity"
+_DIGEST_PREFIX = b"robust-fairness sha256 "
+_DIGEST_COMMENT_LEN = len(_DIGEST_PREFIX) + 64  # the prefix and 64 hex digits
+_EOCD = b"PK\x05\x06"  # zip end-of-central-directory record (22 bytes, then the comment)
+_EOCD_LEN = 22
+_noted_without_digest: set[str] = set()
 
 
 class CheckpointError(ValueError):
@@ -59,7 +82,8 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     The object is written to a temporary file in the same directory, flushed and fsynced, then
     moved over ``path`` with ``os.replace``; readers see either the old file or the complete new
     one, never a partial file. On any failure the temporary file is removed and the error re-raised.
-    The parent directory is created if needed.
+    The parent directory is created if needed. The file carries its SHA-256 digest
+    (:func:`serialize_with_digest`), which :func:`load_checkpoint` verifies.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +91,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     try:
         os.chmod(tmp_name, new_file_mode())
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            handle.write(serialize_with_digest(obj))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -78,6 +102,54 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
             pass
         raise
     _fsync_directory(path.parent)
+
+
+def serialize_with_digest(obj: Any) -> bytes:
+    """``torch.save(obj)``'s bytes with their SHA-256 digest stored as the zip archive's comment.
+
+    A dict gets ``"integrity": "sha256"`` (a new dict; ``obj`` is not changed). The digest covers
+    every byte before the comment, the comment's length field included, and the comment holds the
+    digest itself, so a change to any byte of the file is detected by :func:`verify_digest`.
+    """
+    if isinstance(obj, dict):
+        obj = {**obj, INTEGRITY_KEY: "sha256"}
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    if data[-_EOCD_LEN : -_EOCD_LEN + 4] != _EOCD or data[-2:] != b"\x00\x00":
+        raise RuntimeError("torch.save wrote no zip archive without a comment; cannot add a digest")
+    head = data[:-2] + struct.pack("<H", _DIGEST_COMMENT_LEN)
+    return head + _DIGEST_PREFIX + hashlib.sha256(head).hexdigest().encode("ascii")
+
+
+def verify_digest(data: bytes, source: str) -> bool | None:
+    """Check the digest of a file's bytes written by :func:`serialize_with_digest`.
+
+    True: the digest matches. None: the file ends without a digest comment (an older file, or a
+    damaged comment: :func:`load_checkpoint` tells the two apart by :data:`INTEGRITY_KEY`). Raises
+    :class:`CheckpointError` naming ``source`` when a digest is there and does not match.
+    """
+    n = _DIGEST_COMMENT_LEN
+    if len(data) < n + _EOCD_LEN:
+        return None
+    head, comment = data[:-n], data[-n:]
+    if (
+        not comment.startswith(_DIGEST_PREFIX)
+        or head[-_EOCD_LEN : -_EOCD_LEN + 4] != _EOCD
+        or head[-2:] != struct.pack("<H", n)
+    ):
+        return None
+    if hashlib.sha256(head).hexdigest().encode("ascii") != comment[len(_DIGEST_PREFIX) :]:
+        raise CheckpointError(_changed_message(source))
+    return True
+
+
+def _changed_message(source: str) -> str:
+    return (
+        f"{source} has changed since it was written (its SHA-256 digest does not match: a disk "
+        "error, a partial copy or an edit); do not use it: restore it from a copy, or rerun the "
+        "command that wrote it"
+    )
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -109,13 +181,15 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint file {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"checkpoint path {path} is not a file")
-    if not _looks_like_torch_file(path):
+    data = path.read_bytes()
+    verified = verify_digest(data, f"checkpoint file {path}")
+    if not _looks_like_torch_file(data):
         raise CheckpointError(
             f"checkpoint file {path} is not a torch file (torch.save writes a zip archive; this "
             "is something else, or truncated)"
         )
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=not trusted)
+        obj = torch.load(io.BytesIO(data), map_location=map_location, weights_only=not trusted)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" in str(exc) and not trusted:
             raise CheckpointError(
@@ -135,6 +209,17 @@ def load_checkpoint(
     if not isinstance(obj, dict):
         raise CheckpointError(
             f"checkpoint file {path} holds a {type(obj).__name__}, expected a dict"
+        )
+    marked = obj.pop(INTEGRITY_KEY, None) is not None
+    if verified is None and marked:  # written with a digest that is now damaged or cut off
+        raise CheckpointError(_changed_message(f"checkpoint file {path}"))
+    if verified is None and str(path) not in _noted_without_digest:
+        _noted_without_digest.add(str(path))
+        print(
+            f"note: checkpoint file {path} has no integrity digest (written by an older version); "
+            "loaded unverified",
+            file=sys.stderr,
+            flush=True,
         )
     return obj
 
@@ -158,12 +243,12 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
-def _looks_like_torch_file(path: Path) -> bool:
+def _looks_like_torch_file(data: bytes) -> bool:
     """A zip archive (``torch.save``'s format) or a legacy pickle stream (starts with 0x80)."""
-    if zipfile.is_zipfile(path):
-        return True
-    with path.open("rb") as f:
-        return f.read(1) == b"\x80"
+    try:
+        return zipfile.is_zipfile(io.BytesIO(data)) or data[:1] == b"\x80"
+    except zipfile.BadZipFile:  # e.g. a damaged end record that claims several disks
+        return False
 
 
 def _first_line(exc: Exception) -> str:

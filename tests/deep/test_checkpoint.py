@@ -175,3 +175,70 @@ def test_rng_state_round_trip_through_safe_load(tmp_path):
 def test_set_rng_state_rejects_malformed():
     with pytest.raises(CheckpointError, match="RNG state"):
         set_rng_state({"python": random.getstate()})
+
+
+# --------------------------------------------------------------------------------------------
+# Integrity digest
+# --------------------------------------------------------------------------------------------
+def test_every_changed_byte_of_a_checkpoint_is_refused(tmp_path):
+    """Whatever byte changes (zip headers, pickle, tensor data, the digest itself), loading fails
+    with a CheckpointError naming the file, never returns data."""
+    path = tmp_path / "small.pt"
+    save_atomic({"epoch": 3, "x": torch.arange(40, dtype=torch.float32)}, path)
+    data = path.read_bytes()
+    assert load_checkpoint(path)["epoch"] == 3
+    flipped = tmp_path / "flip.pt"
+    flipped.write_bytes(data)
+    with flipped.open("r+b") as f:  # one byte changed at a time, in place
+        for i in range(len(data)):
+            f.seek(i)
+            f.write(bytes([data[i] ^ (0x01 if i % 2 else 0x80)]))
+            f.flush()
+            with pytest.raises(CheckpointError, match="flip.pt"):
+                load_checkpoint(flipped)
+            f.seek(i)
+            f.write(data[i : i + 1])
+
+
+def test_overwritten_block_in_a_model_checkpoint_is_refused_with_one_line(tmp_path):
+    model = _model()
+    path = tmp_path / "best.pt"
+    save_atomic({"model_config": model.model_config, "model": model.state_dict()}, path)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2000] = bytes(2000)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="best.pt has changed since it was written") as exc:
+        model_from_checkpoint(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_digest_is_the_sha256_of_the_file_before_it(tmp_path):
+    """Independent check of the format: the file ends with the prefix and the SHA-256 hex digest of
+    every byte before it; torch.load reads the file as usual (the digest is a zip comment)."""
+    import hashlib
+    import zipfile
+
+    path = tmp_path / "c.pt"
+    save_atomic({"a": torch.ones(3)}, path)
+    data = path.read_bytes()
+    prefix = b"robust-fairness sha256 "
+    digest = data[-64:].decode("ascii")
+    assert data[-64 - len(prefix) : -64] == prefix
+    assert hashlib.sha256(data[: -64 - len(prefix)]).hexdigest() == digest
+    assert zipfile.ZipFile(path).comment == prefix + digest.encode("ascii")
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(3))
+    assert set(load_checkpoint(path)) == {"a"}  # the integrity marker is not handed on
+
+
+def test_checkpoint_without_digest_loads_with_one_note(tmp_path, capsys):
+    model = _model()
+    path = tmp_path / "old.pt"
+    torch.save({"model_config": model.model_config, "model": model.state_dict()}, path)
+    rebuilt, _ = model_from_checkpoint(path)
+    load_checkpoint(path)  # noted once per file
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "old.pt has no integrity digest" in err
+    for k, v in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[k], v)
