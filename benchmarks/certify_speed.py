@@ -14,7 +14,6 @@ Prints one line per model: samples/s of certify, of the bare model, and their ra
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deep.certify import certify  # noqa: E402
 from deep.models import build_model  # noqa: E402
-from deep.runtime import DefaultsHelpFormatter  # noqa: E402
+from deep.runtime import CLIParser, DefaultsHelpFormatter  # noqa: E402
 
 #: (model, channels, image size) per benchmark case.
 CASES = {
@@ -85,7 +84,7 @@ def run_case(name: str, args, device: torch.device) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CLIParser(
         description=__doc__.splitlines()[0].replace("``", ""),
         formatter_class=DefaultsHelpFormatter,
     )

@@ -9,7 +9,6 @@ code does at every batch) and throughput of one batched torch call.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -21,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deep.runtime import DefaultsHelpFormatter  # noqa: E402
+from deep.runtime import CLIParser, DefaultsHelpFormatter  # noqa: E402
 from theory.dro import solve_kl_dro, solve_kl_dro_cvxpy  # noqa: E402
 
 
@@ -38,7 +37,7 @@ def per_call_seconds(fn, repeats: int) -> float:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = CLIParser(
         description=__doc__.splitlines()[0].replace("``", ""),
         formatter_class=DefaultsHelpFormatter,
     )

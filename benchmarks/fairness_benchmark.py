@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]
 import fairness_report  # noqa: E402  (the aggregation and figures, next to this script)
 
-from deep.runtime import DefaultsHelpFormatter  # noqa: E402  (light: torch is not imported)
+from deep.runtime import CLIParser, DefaultsHelpFormatter  # noqa: E402  (light: no torch)
 
 #: From-scratch methods of the benchmark, in this order; presets the package lacks are left out.
 DEFAULT_SCRATCH = (
@@ -844,7 +844,7 @@ def _floats(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CLIParser(
         prog="python benchmarks/fairness_benchmark.py",
         description=__doc__.split("\n\n")[0],
         formatter_class=DefaultsHelpFormatter,

@@ -12,7 +12,6 @@ milliseconds and the ratios, and checks that the two give the same output and gr
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deep.attacks import pgd_attack  # noqa: E402
 from deep.models import MaxPool2x2, build_model  # noqa: E402
-from deep.runtime import DefaultsHelpFormatter  # noqa: E402
+from deep.runtime import CLIParser, DefaultsHelpFormatter  # noqa: E402
 
 
 def _median_ms(fn_ref, fn_new, rounds: int) -> tuple[float, float]:
@@ -64,7 +63,7 @@ def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
+    parser = CLIParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=128, help="images per batch")
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds per measurement")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")

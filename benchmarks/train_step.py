@@ -13,7 +13,6 @@ Prints the per-step medians, the ratio, and the time of the weight computation a
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -28,7 +27,7 @@ from deep import distributed as dd  # noqa: E402
 from deep import train as T  # noqa: E402
 from deep.data import Augment, ImageDataset, ImageSplit, load_dataset  # noqa: E402
 from deep.objectives import softmax_margin  # noqa: E402
-from deep.runtime import DefaultsHelpFormatter  # noqa: E402
+from deep.runtime import CLIParser, DefaultsHelpFormatter  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -111,7 +110,7 @@ def time_ratio(dataset, model, device, *, batch, rounds, steps, extra=()) -> dic
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
+    p = CLIParser(
         description=__doc__.split("\n\n")[0].replace("``", ""),
         formatter_class=DefaultsHelpFormatter,
     )

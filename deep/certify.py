@@ -57,6 +57,7 @@ from deep.plots import plot_classwise
 from deep.progress import Progress, add_progress_options
 from deep.results import atomic_write_text, check_not_a_training_run
 from deep.runtime import (
+    CLIParser,
     DefaultsHelpFormatter,
     add_threads_option,
     apply_thread_policy,
@@ -333,7 +334,7 @@ def _parse_radii(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CLIParser(
         prog="python -m deep.certify",
         description="Randomized smoothing (Cohen et al. 2019): certify a checkpoint's smoothed "
         "classifier on a test set; class-wise certified accuracy at each l_2 radius and "

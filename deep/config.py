@@ -20,7 +20,7 @@ from deep.methods.frl import FRL_STEP_RULES, FRL_UPDATE_AT
 from deep.models import MODEL_NAMES
 from deep.presets import METHOD_NAMES, PRESETS
 from deep.progress import DEFAULT_INTERVAL_S
-from deep.runtime import THREADS_HELP, DefaultsHelpFormatter
+from deep.runtime import THREADS_HELP, CLIParser, DefaultsHelpFormatter
 from deep.weighting import FAAL_STATISTICS
 
 __all__ = [
@@ -206,7 +206,7 @@ def _parse_int_list(text: str) -> list[int]:
 
 def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The CLI. ``suppress_defaults=True`` leaves out every option not given (to detect those)."""
-    parser = argparse.ArgumentParser(
+    parser = CLIParser(
         prog="python -m deep.train",
         description=(
             "Adversarial training with class-wise fairness (FAAL, FRL, CFA, WAT, DAFA) on one "

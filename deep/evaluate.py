@@ -62,6 +62,7 @@ from deep.results import (
     write_final_json,
 )
 from deep.runtime import (
+    CLIParser,
     add_threads_option,
     apply_thread_policy,
     exit_on_interrupt,
@@ -445,7 +446,7 @@ def format_table(final: Mapping) -> str:
 # CLI
 # --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CLIParser(
         prog="python -m deep.evaluate",
         description="Class-wise evaluation of a checkpoint: clean, PGD-20 (CE), CW-20 (margin) and "
         "AutoAttack accuracy per class, FRL errors, optional CIFAR-10-C. Writes final.json, "

@@ -6,11 +6,18 @@
   intra-op threads; on a busy 2-core machine two threads made a PGD step ~50x slower than one, and
   ``deep.evaluate``'s quick start took 896 s instead of 30 s), torch's own choice otherwise.
 * **Ctrl-C**: :func:`exit_on_interrupt` turns a ``KeyboardInterrupt`` into one line on stderr and
-  exit status 130 (128 + SIGINT), without a traceback from deep inside an attack library.
+  exit status 130 (128 + SIGINT), without a traceback from deep inside an attack library;
+  :func:`all_or_nothing` removes what a command wrote into its output folder when it does not
+  finish, so a folder holds complete outputs or none.
+* **Errors**: :class:`CLIParser` prints an argparse error first, then a one-line usage and
+  "see --help" (not the full usage); :func:`check_output_dir` refuses an ``--out`` that is a file,
+  lies under a file or is not writable, before any work.
+* **Budgets**: :func:`budget_value` is the argparse type of every eps, step and sigma option: a
+  number or a fraction ``a/b`` (``8/255``).
 
 Usage in a command-line tool::
 
-    parser = argparse.ArgumentParser(...)
+    parser = CLIParser(...)
     add_threads_option(parser)
     args = parser.parse_args()
     with exit_on_interrupt("evaluation"):
@@ -22,22 +29,33 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import os
+import shutil
 import sys
 from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported where it is used, so --help and the help formatter stay light
     import torch
 
 __all__ = [
+    "CLIParser",
     "DefaultsHelpFormatter",
     "INTERRUPTED_EXIT",
     "SINGLE_THREAD_MODELS",
     "THREADS_HELP",
     "add_threads_option",
+    "all_or_nothing",
     "apply_thread_policy",
+    "budget_value",
+    "check_output_dir",
     "default_threads",
     "exit_on_interrupt",
+    "format_budget",
+    "output_dir_problem",
     "resolve_device",
 ]
 
@@ -70,6 +88,88 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             shown = sep.join(str(v) for v in default) or "none"
             return f"{text} (default: {shown})".replace("%", "%%")
         return super()._get_help_string(action)
+
+
+class CLIParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors come first: ``PROG: error: MESSAGE``, then one line
+    of usage (the required options) and "see --help", instead of the full usage before the error.
+    ``--help`` is unchanged; the help formatter defaults to :class:`DefaultsHelpFormatter`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def short_usage(self) -> str:
+        """``usage: PROG REQUIRED... [options]; see PROG --help`` on one line."""
+        parts = [self.prog]
+        for action in self._actions:
+            if action.option_strings and action.required:
+                metavar = action.metavar or action.dest.upper()
+                parts.append(f"{action.option_strings[-1]} {metavar}")
+            elif not action.option_strings and action.nargs != argparse.PARSER:
+                parts.append(str(action.metavar or action.dest))
+        return f"usage: {' '.join(parts)} [options]; see {self.prog} --help"
+
+    def error(self, message: str):  # noqa: D102 (argparse's hook)
+        self.exit(2, f"{self.prog}: error: {message}\n{self.short_usage()}\n")
+
+
+def budget_value(text: str) -> float:
+    """argparse type of an eps, step or sigma: a number (``0.03``, ``1e-2``) or a fraction ``a/b``
+    (``8/255``), returned as a float; anything else is an ``ArgumentTypeError``."""
+    cleaned = str(text).strip()
+    try:
+        if "/" in cleaned:
+            num, den = (part.strip() for part in cleaned.split("/"))  # ValueError unless 2
+            value = float(Fraction(num) / Fraction(den))
+        else:
+            value = float(cleaned)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"expected a number or a fraction like 8/255, got {text!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def format_budget(value: float) -> str:
+    """``0.0313725 (8/255)``: the value, and its multiple of 1/255 when that is a round one."""
+    pixels = value * 255
+    if value > 0 and abs(pixels - round(pixels)) < 1e-6 * max(1.0, pixels):
+        return f"{value:.6g} ({round(pixels)}/255)"
+    return f"{value:.6g}"
+
+
+def output_dir_problem(path: str | os.PathLike) -> str | None:
+    """Why no outputs can be written into folder ``path`` (None: they can), checked without
+    creating anything: ``path`` is a file, lies under a file, or the folder (or the nearest
+    existing folder above it) is not writable, e.g. on a read-only file system."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return "is a file, not a folder; choose a folder"
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        return f"lies under {existing}, which is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "the folder" if existing == path else f"{existing}, where it would be created,"
+        return f"{where} is not writable (permissions or a read-only file system)"
+    return None
+
+
+def check_output_dir(
+    parser: argparse.ArgumentParser, path: str | os.PathLike | None, option: str = "--out"
+) -> None:
+    """``parser.error`` (exit 2, one line) when :func:`output_dir_problem` finds one."""
+    if path is None:
+        return
+    problem = output_dir_problem(path)
+    if problem is not None:
+        parser.error(f"{option} {path}: {problem}")
 
 
 def add_threads_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -111,6 +211,32 @@ def exit_on_interrupt(what: str, *, note: str = "") -> Iterator[None]:
     except KeyboardInterrupt:
         print(f"\n{what} interrupted{note}", file=sys.stderr, flush=True)
         raise SystemExit(INTERRUPTED_EXIT) from None
+
+
+@contextlib.contextmanager
+def all_or_nothing(folder: str | os.PathLike) -> Iterator[Path]:
+    """Write a command's outputs into ``folder`` inside the block; if the block does not finish
+    (Ctrl-C, an error), remove what it added: the folder itself when it did not exist before
+    (and the folders above it made for it), else the files and folders that appeared in it.
+    Files it replaced are not restored."""
+    folder = Path(folder)
+    existed = folder.is_dir()
+    before = set(folder.iterdir()) if existed else set()
+    top = folder  # the highest folder that the block will create
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    try:
+        yield folder
+    except BaseException:
+        if not existed:
+            shutil.rmtree(top, ignore_errors=True)
+        elif folder.is_dir():
+            for entry in set(folder.iterdir()) - before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        raise
 
 
 def resolve_device(parser: argparse.ArgumentParser, text: str) -> torch.device:

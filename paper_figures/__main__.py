@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deep.runtime import DefaultsHelpFormatter
+from deep.runtime import CLIParser, DefaultsHelpFormatter
 from paper_figures.common import DATASETS, DEFAULT_OUT, DEFAULT_RUNS_DIR
 from paper_figures.runs import RunError, main_with_errors
 
@@ -74,7 +74,7 @@ def _list() -> int:
 
 
 def _all_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CLIParser(
         prog="python -m paper_figures all",
         description="Run every paper figure/table script with the same common options.",
         formatter_class=DefaultsHelpFormatter,

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deep.runtime import DefaultsHelpFormatter
+from deep.runtime import CLIParser, DefaultsHelpFormatter
 from paper_figures.runs import RunSpec
 
 __all__ = [
@@ -46,7 +46,7 @@ DATASETS = ("fashion-mnist", "digits", "cifar10", "cifar100", "svhn")
 
 def build_parser(name: str, description: str, *, deep: bool = True) -> argparse.ArgumentParser:
     """The common options; ``deep=False`` for scripts that train nothing (theory, simulation)."""
-    parser = argparse.ArgumentParser(
+    parser = CLIParser(
         prog=f"python -m paper_figures.{name}",
         description=description,
         formatter_class=DefaultsHelpFormatter,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deep.runtime import DefaultsHelpFormatter
+from deep.runtime import CLIParser, DefaultsHelpFormatter
 from sim.classifiers import (
     LinearClassifier,
     fit_intercept_erm,
@@ -80,7 +80,7 @@ QUICK_SIZES = dict(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CLIParser(
         prog="python -m sim.gaussian_demo",
         description=(
             "FRL's Gaussian mixture (FRL §3): class-wise standard/robust/boundary errors of "

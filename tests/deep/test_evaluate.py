@@ -381,7 +381,7 @@ def test_cifar10c_per_corruption_and_severity(tmp_path, capsys):
     argv = ["--checkpoint", str(ckpt), "--dataset", "cifar10", "--data-dir", str(data_dir),
             "--attacks", "clean", "--cifar10c-dir", str(c_dir), "--corruptions", "frost",
             "--out", str(tmp_path / "r2"), "--quiet"]  # fmt: skip
-    err = _exit2(argv, capsys).strip().splitlines()[-1]  # the error line, after the usage
+    err = _exit2(argv, capsys).strip().splitlines()[0]  # the error line, before the usage
     assert "frost.npy" in err and "point --cifar10c-dir at" in err and "--data-dir" not in err
 
 

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import argparse
 import io
+from pathlib import Path
 
 import pytest
 import torch
 
 from deep.progress import Progress, format_duration, progress_mode
 from deep.runtime import (
+    CLIParser,
     DefaultsHelpFormatter,
     add_threads_option,
+    all_or_nothing,
     apply_thread_policy,
+    budget_value,
     exit_on_interrupt,
+    format_budget,
+    output_dir_problem,
 )
 
 
@@ -134,3 +140,83 @@ def test_cli_help_has_no_empty_defaults_and_names_no_spec(cli):
     assert "(default: [" not in text and "(default: (" not in text  # lists read as typed
     if cli.startswith("deep."):
         assert "--threads" in text and "--progress-interval" in text
+
+
+# --------------------------------------------------------------------------------------------
+# Errors first, output folders, budgets as typed, all-or-nothing outputs
+# --------------------------------------------------------------------------------------------
+def test_parser_error_comes_first_with_one_line_usage(capsys):
+    parser = CLIParser(prog="python -m tool")
+    parser.add_argument("--checkpoint", required=True)
+    for i in range(30):
+        parser.add_argument(f"--option-{i}", help="an option")
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--option-1"])
+    assert exc.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "python -m tool: error: argument --option-1: expected one argument",
+        "usage: python -m tool --checkpoint CHECKPOINT [options]; see python -m tool --help",
+    ]
+    assert "--option-29" in parser.format_help()  # --help still lists every option
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("8/255", 8 / 255), (" 2 / 255 ", 2 / 255), ("0.5", 0.5), ("1e-2", 0.01), ("3", 3.0)],
+)
+def test_budget_values_as_users_type_them(text, value):
+    assert budget_value(text) == value
+
+
+@pytest.mark.parametrize("text", ["8/0", "abc", "8/255/2", "inf", "nan", "", "1/x"])
+def test_budget_values_that_mean_nothing_are_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="8/255|finite"):
+        budget_value(text)
+
+
+def test_budget_echo_names_the_pixel_fraction():
+    assert format_budget(8 / 255) == "0.0313725 (8/255)"
+    assert format_budget(0.5) == "0.5"
+    assert format_budget(1.0) == "1 (255/255)"
+
+
+def test_output_folder_problems_are_found_without_creating_anything(tmp_path):
+    a_file = tmp_path / "results.json"
+    a_file.write_text("{}")
+    assert "is a file" in output_dir_problem(a_file)
+    assert f"lies under {a_file}" in output_dir_problem(a_file / "sub" / "dir")
+    assert output_dir_problem(tmp_path / "new" / "deeper") is None
+    assert output_dir_problem(tmp_path) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_unwritable_output_folder_is_found(tmp_path):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    target = locked if not os.access(locked, os.W_OK) else Path("/proc/1/new-run")
+    if os.access(target.parent if target.name == "new-run" else target, os.W_OK):
+        pytest.skip("no unwritable folder available to this user")
+    assert "not writable" in output_dir_problem(target)
+
+
+def test_all_or_nothing_removes_what_an_unfinished_block_added(tmp_path):
+    fresh = tmp_path / "a" / "b" / "run"
+    with pytest.raises(KeyboardInterrupt), all_or_nothing(fresh):
+        fresh.mkdir(parents=True)
+        (fresh / "fig.png").write_bytes(b"png")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []  # the folders made for it are gone too
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "old.txt").write_text("old")
+    with pytest.raises(SystemExit), all_or_nothing(kept):
+        (kept / "new.png").write_bytes(b"png")
+        (kept / "sub").mkdir()
+        raise SystemExit(2)
+    assert [p.name for p in kept.iterdir()] == ["old.txt"]
+    with all_or_nothing(kept):  # a finished block keeps everything
+        (kept / "new.png").write_bytes(b"png")
+    assert sorted(p.name for p in kept.iterdir()) == ["new.png", "old.txt"]

@@ -80,7 +80,7 @@ def test_bad_options_exit_2_naming_the_option(argv, option, capsys):
     with pytest.raises(SystemExit) as exc:
         gaussian_demo.main(argv)
     assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    err = capsys.readouterr().err.strip().splitlines()[0]  # the error, before a line of usage
     assert option in err
 
 
