@@ -22,6 +22,7 @@ from deep.presets import METHOD_NAMES, PRESETS
 from deep.progress import DEFAULT_INTERVAL_S
 from deep.runtime import THREADS_HELP, CLIParser, DefaultsHelpFormatter
 from deep.weighting import FAAL_STATISTICS
+from theory.frl import FRL_RULE_RATES, FRL_RULES
 
 __all__ = [
     "ADDED_OPTION_DEFAULTS",
@@ -98,6 +99,7 @@ ADDED_OPTION_DEFAULTS = {
     "faal_statistic": "margin",
     "frl_step_rule": "fixed",
     "frl_update_at": "epoch-end",
+    "frl_rule": "official",
     "final_checkpoint": "best",
     "class_boundary_weight": None,
     "class_eps_scale": None,
@@ -342,9 +344,27 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         default=0.05,
         help="fairness tolerance delta0 = delta1 (FRL's tau1 = tau2)",
     )
-    add("--frl-alpha1", type=float, default=0.05, help="multiplier rate a1")
-    add("--frl-alpha2", type=float, default=0.2, help="remargin rate a2")
-    add("--frl-lim", type=float, default=0.5, help="cap on the sum of multipliers")
+    add(
+        "--frl-rule",
+        default="official",
+        choices=FRL_RULES,
+        help="multiplier update: as the FRL reference code runs it (official) or as Algorithm 1 "
+        "and Eq. 11 print it (paper: gaps to the mean minus tau, eps_c <- eps_c exp(a2 (b_c - "
+        "tau)), no normalisation or clamp, a1 = a2 = 0.05)",
+    )
+    add(
+        "--frl-alpha1",
+        type=float,
+        default=None,
+        help="multiplier rate a1 (default: 0.05 under both rules)",
+    )
+    add(
+        "--frl-alpha2",
+        type=float,
+        default=None,
+        help="remargin rate a2 (default: 0.2 with --frl-rule official, 0.05 with paper)",
+    )
+    add("--frl-lim", type=float, default=0.5, help="cap on the sum of multipliers (official rule)")
     add(
         "--frl-eps-cap",
         type=float,
@@ -654,7 +674,10 @@ def resolve_config(
         _check(parser, epoch >= 0 and tau >= 0, "--tau-schedule: epochs and taus must be >= 0")
     _check(parser, args.faal_start_epoch >= 0, "--faal-start-epoch must be >= 0")
     _check(parser, args.frl_delta >= 0, "--frl-delta must be >= 0")
-    _check(parser, args.frl_alpha1 >= 0 and args.frl_alpha2 >= 0, "--frl-alpha1/2 must be >= 0")
+    rates = FRL_RULE_RATES[args.frl_rule]
+    for k, key in enumerate(("frl_alpha1", "frl_alpha2")):
+        cfg[key] = rates[k] if cfg[key] is None else cfg[key]
+        _check(parser, cfg[key] >= 0, f"--{key.replace('_', '-')} must be >= 0, got {cfg[key]}")
     _check(parser, 0 < args.frl_lim < 1, f"--frl-lim must be in (0, 1), got {args.frl_lim}")
     _check(parser, args.frl_eps_cap is None or args.frl_eps_cap > 0, "--frl-eps-cap must be > 0")
     _check(parser, args.baseline_boost >= 1, "--baseline-boost must be >= 1")

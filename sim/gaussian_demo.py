@@ -51,6 +51,7 @@ from sim.evaluation import (
 )
 from sim.mitigation import FRLSettings, run_mitigations
 from theory.dro import tau_for_coverage
+from theory.frl import FRL_RULES
 from theory.gaussian import Mixture
 
 __all__ = ["main", "build_parser", "PARTS", "SETTINGS", "RESULTS_VERSION"]
@@ -145,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="PGD steps in MLP training (the test attack uses twice as many)",
     )
     p.add_argument("--tau", type=float, default=0.5, help="FAAL KL budget tau")
+    p.add_argument(
+        "--frl-rule",
+        choices=FRL_RULES,
+        default="official",
+        help="FRL mitigations' multiplier update: the reference code's or Algorithm 1 / Eq. 11 "
+        "as printed (theory.frl)",
+    )
     p.add_argument(
         "--coverage-trials", type=int, default=2_000, help="Theorem 1 Monte Carlo trials"
     )
@@ -327,7 +335,15 @@ def run_mitigation_part(mixture, d, eps, norm, args, k) -> dict:
     s_tr, y_tr = sample_projections(mixture, args.n_mitigation, rng)
     s_val, y_val = sample_projections(mixture, args.n_mitigation, rng)
     fitted = run_mitigations(
-        s_tr, y_tr, s_val, y_val, d=d, eps=eps, tau=args.tau, norm=norm, settings=FRLSettings()
+        s_tr,
+        y_tr,
+        s_val,
+        y_val,
+        d=d,
+        eps=eps,
+        tau=args.tau,
+        norm=norm,
+        settings=FRLSettings(rule=args.frl_rule),
     )
     shift = d * eps if norm == "linf" else math.sqrt(d) * eps
     out = {}

@@ -21,7 +21,8 @@ projections. Methods (names as in :data:`MITIGATIONS`):
 
   With uniform weights, eps_c = eps and beta = 1 the training objective is exactly the average
   robust error (R_nat + R_bndy = R_rob, FRL Eq. 7), so every difference from ``robust`` is the
-  multipliers'.
+  multipliers'. ``FRLSettings(rule="paper")`` updates them as Algorithm 1 and Eq. 11 print it
+  (:mod:`theory.frl`) instead.
 - ``faal``: FAAL's objective (supp. Eq. 1-2) solved exactly on this family:
   ``min_b max_{w: KL(u || w) <= tau} sum_c w_c R_rob(c)`` with the class robust errors on the
   training sample; the inner max is :func:`theory.dro.dro_value`, evaluated at every candidate
@@ -45,6 +46,7 @@ from theory.dro import dro_value, solve_kl_dro
 from theory.frl import (
     FRL_MODES,
     Multipliers,
+    check_rule,
     multiplier_weights,
     remargin_eps,
     update_multipliers,
@@ -80,6 +82,11 @@ class FRLSettings:
     stage_decay: float = 0.1  # the paper decays its rates by 0.1 every 40 epochs
     eps_clamp: tuple[float, float] = (0.98, 3.0)
     eps_cap_factor: float = 2.0  # the paper caps every eps at 16/255 = 2 x 8/255
+    #: "official" (the reference code's update) or "paper" (Algorithm 1 and Eq. 11 as printed)
+    rule: str = "official"
+
+    def __post_init__(self):
+        check_rule(self.rule)
 
 
 @dataclass
@@ -114,16 +121,20 @@ class FRLMultipliers:
             alpha1=s.alpha1 * rate_scale,
             alpha2=s.alpha2 * rate_scale,
             lim=s.lim,
+            rule=s.rule,
         )
 
     def weights(self) -> tuple[np.ndarray, np.ndarray]:
         """``(w0, w1)``: ``w_c = 1/C + lambda_c - mean(lambda)`` (sum to 1)."""
-        return multiplier_weights(self.lambda0), multiplier_weights(self.lambda1)
+        rule = self.settings.rule
+        return multiplier_weights(self.lambda0, rule), multiplier_weights(self.lambda1, rule)
 
     def class_eps(self, eps: float) -> np.ndarray:
-        """``eps_c = eps clamp(exp(2 lambda2_c), lo, hi)``, capped at ``eps_cap_factor * eps``."""
+        """``eps_c = eps clamp(exp(2 lambda2_c), lo, hi)`` (``eps exp(lambda2_c)`` under the paper
+        rule), capped at ``eps_cap_factor * eps``."""
         s = self.settings
-        return remargin_eps(eps, self.lambda2, clamp=s.eps_clamp, cap=s.eps_cap_factor * eps)
+        cap = s.eps_cap_factor * eps
+        return remargin_eps(eps, self.lambda2, clamp=s.eps_clamp, cap=cap, rule=s.rule)
 
 
 def intercept_class_errors(s, y, b, *, d, eps, norm="linf"):

@@ -1,7 +1,10 @@
 """Fair Robust Learning's multiplier updates (FRL §4, Algorithm 1, Eq. 9-11).
 
-The one place where FRL's update rule lives, as its reference implementation runs it.
-``deep.weighting`` (training networks) and ``sim.mitigation`` (the Gaussian toy) both call it.
+The one place where FRL's update rules live: ``rule="official"`` (the default) as its reference
+implementation runs them, ``rule="paper"`` as Algorithm 1 and Eq. 11 print them.
+``deep.methods.frl`` (training networks) and ``sim.mitigation`` (the Gaussian toy) both call it.
+
+The official rule:
 
 From class-wise validation standard errors ``e_c`` and boundary errors ``b_c`` (FRL Eq. 7), with
 ``e`` and ``b`` their means over classes:
@@ -12,6 +15,19 @@ From class-wise validation standard errors ``e_c`` and boundary errors ``b_c`` (
   ``w_c = 1/C + lambda_c - (1/C) sum_j lambda_j`` (they sum to 1 and stay > 0 while ``lim < 1``);
 - Remargin: ``lambda2 <- lambda2 + a2 g1`` (unclipped) and ``eps_c = eps clamp(exp(2 lambda2_c),
   0.98, 3.0)``, capped (FRL caps every budget at 16/255 on CIFAR-10).
+
+The printed rule (``rule="paper"``; the paper's rates are ``alpha1 = alpha2 = 0.05``, FRL §5.1):
+
+- Algorithm 1 line 7: ``phi_nat_c <- phi_nat_c + a1 (e_c - e - tau1)``; line 8:
+  ``phi_bndy_c <- phi_bndy_c + a2 (b_c - b - tau2)``, each kept >= 0 (the multipliers of Eq. 10
+  are non-negative); no normalisation of their sum. Class weights are the same
+  ``w_c = 1/C + phi_c - (1/C) sum_j phi_j`` (the weight of ``R_nat(f, c)`` in the Lagrangian of
+  Eq. 9); a weight the unnormalised multipliers drive below 0 is set to 0 and the rest rescaled to
+  sum 1 (the printed rule would otherwise train the model to misclassify that class).
+- Eq. 11: ``eps_c <- eps_c exp(a2 (b_c - tau2))``: the boundary error itself, not its gap to the
+  mean, so every class whose boundary error exceeds ``tau2`` gets a larger budget. Kept as
+  ``lambda2_c <- lambda2_c + a2 (b_c - tau2)`` and ``eps_c = eps exp(lambda2_c)`` (the same
+  product of factors), with no clamp; the optional ``cap`` applies as in the official rule.
 """
 
 from __future__ import annotations
@@ -23,7 +39,10 @@ import numpy as np
 
 __all__ = [
     "FRL_MODES",
+    "FRL_RULES",
+    "FRL_RULE_RATES",
     "Multipliers",
+    "check_rule",
     "fairness_gaps",
     "project_multipliers",
     "multiplier_weights",
@@ -32,6 +51,17 @@ __all__ = [
 ]
 
 FRL_MODES = ("rw", "rm", "rwrm")
+#: ``official``: the FRL reference code's update; ``paper``: Algorithm 1 and Eq. 11 as printed.
+FRL_RULES = ("official", "paper")
+#: Default rates ``(alpha1, alpha2)`` of each rule: the reference code's, the paper's §5.1.
+FRL_RULE_RATES = {"official": (0.05, 0.2), "paper": (0.05, 0.05)}
+
+
+def check_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`FRL_RULES`, else ValueError."""
+    if rule not in FRL_RULES:
+        raise ValueError(f"rule must be one of {FRL_RULES}, got {rule!r}")
+    return rule
 
 
 class Multipliers(NamedTuple):
@@ -65,10 +95,19 @@ def project_multipliers(lam: np.ndarray, lim: float) -> np.ndarray:
     return lam * (lim / total) if total > lim else lam
 
 
-def multiplier_weights(lam: np.ndarray) -> np.ndarray:
-    """Class weights ``w_c = 1/C + lambda_c - (1/C) sum_j lambda_j`` (sum to 1)."""
+def multiplier_weights(lam: np.ndarray, rule: str = "official") -> np.ndarray:
+    """Class weights ``w_c = 1/C + lambda_c - (1/C) sum_j lambda_j`` (sum to 1).
+
+    ``rule="paper"``: weights below 0 (possible without the official normalisation) are set to 0
+    and the others rescaled to sum 1.
+    """
+    check_rule(rule)
     lam = np.asarray(lam, dtype=np.float64)
-    return 1.0 / lam.shape[0] + lam - lam.mean()
+    w = 1.0 / lam.shape[0] + lam - lam.mean()
+    if rule == "paper" and np.any(w < 0.0):
+        w = np.maximum(w, 0.0)
+        w = w / w.sum()
+    return w
 
 
 def update_multipliers(
@@ -82,12 +121,15 @@ def update_multipliers(
     alpha1: float,
     alpha2: float,
     lim: float,
+    rule: str = "official",
 ) -> Multipliers:
     """One FRL update (Algorithm 1, lines 7-8 / Eq. 11) from class-wise validation errors.
 
     ``mode`` "rw" updates ``lambda0, lambda1`` (Reweight), "rm" updates ``lambda2`` (Remargin),
-    "rwrm" both; the others are returned unchanged.
+    "rwrm" both; the others are returned unchanged. ``rule`` picks the official or the printed
+    update (module docstring); ``lim`` is used by the official rule only.
     """
+    check_rule(rule)
     if mode not in FRL_MODES:
         raise ValueError(f"mode must be one of {FRL_MODES}, got {mode!r}")
     for name, value in (("alpha1", alpha1), ("alpha2", alpha2)):
@@ -97,6 +139,14 @@ def update_multipliers(
         raise ValueError(f"lim must be a finite number > 0, got {lim}")
     g0, g1 = fairness_gaps(std_err, bndy_err, delta0, delta1)
     lambda0, lambda1, lambda2 = multipliers
+    if rule == "paper":
+        if mode in ("rw", "rwrm"):  # Algorithm 1 lines 7-8, multipliers >= 0 (Eq. 10)
+            lambda0 = np.maximum(np.asarray(lambda0, dtype=np.float64) + alpha1 * g0, 0.0)
+            lambda1 = np.maximum(np.asarray(lambda1, dtype=np.float64) + alpha2 * g1, 0.0)
+        if mode in ("rm", "rwrm"):  # Eq. 11: the boundary error itself minus tau2
+            b = np.asarray(bndy_err, dtype=np.float64)
+            lambda2 = np.asarray(lambda2, dtype=np.float64) + alpha2 * (b - delta1)
+        return Multipliers(lambda0, lambda1, lambda2)
     if mode in ("rw", "rwrm"):
         lambda0 = project_multipliers(lambda0 + alpha1 * g0, lim)
         lambda1 = project_multipliers(lambda1 + 2.0 * alpha1 * g1, lim)
@@ -111,9 +161,15 @@ def remargin_eps(
     *,
     clamp: tuple[float, float] = (0.98, 3.0),
     cap: float | None = None,
+    rule: str = "official",
 ) -> np.ndarray:
     """Per-class budgets ``eps_c = base_eps clamp(exp(2 lambda2_c), *clamp)``, then ``min(., cap)``
-    (FRL Remargin, §4.3)."""
-    factor = np.clip(np.exp(2.0 * np.asarray(lambda2, dtype=np.float64)), *clamp)
+    (FRL Remargin, §4.3); ``rule="paper"``: ``eps_c = base_eps exp(lambda2_c)`` (Eq. 11, no
+    clamp), then ``min(., cap)``."""
+    lam2 = np.asarray(lambda2, dtype=np.float64)
+    if check_rule(rule) == "paper":
+        factor = np.exp(lam2)
+    else:
+        factor = np.clip(np.exp(2.0 * lam2), *clamp)
     eps = base_eps * factor
     return eps if cap is None else np.minimum(eps, cap)

@@ -22,6 +22,7 @@ from deep.weighting import _as_error_vector, _check_num_classes, frl_trades_loss
 from theory.frl import (
     FRL_MODES,
     Multipliers,
+    check_rule,
     multiplier_weights,
     remargin_eps,
     update_multipliers,
@@ -95,6 +96,10 @@ class FRLWeighting(_TwoTermWeighting):
     ``update_from_validation(..., rate_scale=s)`` multiplies a1 and a2 by s (the paper decays them
     by 0.1 every 40 epochs). The training loss is :meth:`trades_loss`;
     :meth:`batch_weights` returns w0, :meth:`bndy_weights` returns w1.
+
+    ``rule="paper"`` updates as Algorithm 1 and Eq. 11 print it instead (:mod:`theory.frl`):
+    lambda1 moves at rate a2, no normalisation to ``lim``, eps_c = base_eps exp(lambda2_c) with
+    lambda2 <- lambda2 + a2 (b_c - delta1), no clamp (``eps_cap`` still applies).
     """
 
     kind = "frl"
@@ -115,8 +120,10 @@ class FRLWeighting(_TwoTermWeighting):
         base_step: float | None = None,
         step_rule: str = "fixed",
         update_at: str = "epoch-end",
+        rule: str = "official",
     ) -> None:
         super().__init__(_check_num_classes(num_classes), base_eps=base_eps, base_step=base_step)
+        self.rule = check_rule(rule)
         if mode not in FRL_MODES:
             raise ValueError(f"mode must be one of {FRL_MODES}, got {mode!r}")
         if step_rule not in FRL_STEP_RULES:
@@ -222,6 +229,7 @@ class FRLWeighting(_TwoTermWeighting):
             alpha1=self.alpha1 * rate_scale,
             alpha2=self.alpha2 * rate_scale,
             lim=self.lim,
+            rule=self.rule,
         )
         self.updates += 1
         self._values_changed()
@@ -229,15 +237,18 @@ class FRLWeighting(_TwoTermWeighting):
     # -- host-side values (float64 numpy) ----------------------------------------------------------
     def nat_weight_values(self) -> np.ndarray:
         """w0 (C,): class weights of the natural CE term."""
-        return multiplier_weights(self.lambda0)
+        return multiplier_weights(self.lambda0, self.rule)
 
     def bndy_weight_values(self) -> np.ndarray:
         """w1 (C,): class weights of the boundary (KL) term."""
-        return multiplier_weights(self.lambda1)
+        return multiplier_weights(self.lambda1, self.rule)
 
     def eps_values(self) -> np.ndarray:
-        """Per-class budgets eps_c = base_eps clamp(exp(2 lambda2_c), low, high), capped (C,)."""
-        return remargin_eps(self.base_eps, self.lambda2, clamp=self.eps_clamp, cap=self.eps_cap)
+        """Per-class budgets eps_c = base_eps clamp(exp(2 lambda2_c), low, high), capped (C);
+        base_eps exp(lambda2_c), capped, under ``rule="paper"``."""
+        return remargin_eps(
+            self.base_eps, self.lambda2, clamp=self.eps_clamp, cap=self.eps_cap, rule=self.rule
+        )
 
     def state_dict(self) -> dict:
         return {
@@ -258,12 +269,14 @@ class FRLWeighting(_TwoTermWeighting):
             "updates": self.updates,
             "step_rule": self.step_rule,
             "update_at": self.update_at,
+            "rule": self.rule,
         }
 
     def load_state_dict(self, state: dict) -> None:
         check_kind(state, "frl")
         self.step_rule = state.get("step_rule", "fixed")  # states written before these options
         self.update_at = state.get("update_at", "epoch-end")
+        self.rule = check_rule(state.get("rule", "official"))
         if state["num_classes"] != self.num_classes:
             raise ValueError(
                 f"state_dict has num_classes={state['num_classes']}, this weighting "
@@ -461,6 +474,7 @@ def frl_from_config(cfg: dict, preset, num_classes: int, eps: float, step_size: 
         base_step=step_size,
         step_rule=cfg.get("frl_step_rule", "fixed"),
         update_at=cfg.get("frl_update_at", "epoch-end"),
+        rule=cfg.get("frl_rule", "official"),
     )
 
 

@@ -525,6 +525,35 @@ def test_frl_updates_each_epoch_from_validation_errors(tmp_path):
     assert state["updates"] == 3
 
 
+def test_frl_rule_paper_follows_algorithm_1_and_eq_11_as_printed(tmp_path):
+    """--frl-rule paper: multipliers step by a1 / a2 (both 0.05 by default) times the gap to the
+    class mean minus tau, kept >= 0 and not normalised; each budget is multiplied by
+    exp(a2 (b_c - tau)) after each epoch, then capped at 2 eps. Checked against the logged
+    validation accuracies, epoch by epoch."""
+    out = tmp_path / "frl-paper"
+    argv = ["--method", "frl-rwrm", "--epochs", "2", "--final-attacks", "clean",
+            "--final-n-per-class", "2", "--attack-steps", "2", "--frl-rule", "paper"]  # fmt: skip
+    assert run(out, *argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["frl_rule"] == "paper"
+    assert config["frl_alpha1"] == config["frl_alpha2"] == 0.05
+    phi_nat, phi_bndy, budgets = np.zeros(10), np.zeros(10), np.full(10, 0.1)
+    for ln in metric_lines(out / "metrics.jsonl"):
+        np.testing.assert_allclose(ln["class_eps"], np.minimum(budgets, 0.2), rtol=1e-12)
+        clean = np.array(ln["val"]["clean"]["per_class"])
+        e, b = 1 - clean, clean - np.array(ln["val"]["pgd20"]["per_class"])
+        rate = 0.05 * ln["lr"] / 0.05  # the rates decay with the learning rate
+        phi_nat = np.maximum(phi_nat + rate * (e - e.mean() - 0.05), 0.0)
+        phi_bndy = np.maximum(phi_bndy + rate * (b - b.mean() - 0.05), 0.0)
+        budgets = budgets * np.exp(rate * (b - 0.05))
+        np.testing.assert_allclose(ln["frl"]["lambda0"], phi_nat, atol=1e-12)
+        np.testing.assert_allclose(ln["frl"]["lambda1"], phi_bndy, atol=1e-12)
+        np.testing.assert_allclose(ln["frl"]["next_class_eps"], np.minimum(budgets, 0.2),
+                                   rtol=1e-12)  # fmt: skip
+    state = load_checkpoint(out / "last.pt")["trainer"]["weighting"]
+    assert state["rule"] == "paper"
+
+
 def test_frl_reference_options_step_rule_and_update_before_the_first_epoch(tmp_path, digits):
     """--frl-step-rule batch-max: the attack step is the batch's largest per-class eps / 4;
     --frl-update-at epoch-start: the initial model is validated and the multipliers updated before

@@ -104,6 +104,42 @@ def test_frl_multiplier_updates_follow_the_reference_rules():
         FRLMultipliers("xx")
 
 
+def test_frl_paper_rule_follows_algorithm_1_and_eq_11_as_printed():
+    """FRLSettings(rule="paper") by hand: phi <- max(phi + a (gap to the mean - tau), 0) with a1
+    for the natural and a2 for the boundary multipliers (Algorithm 1 lines 7-8), no rescale to
+    lim; eps_c <- eps_c exp(a2 (b_c - tau2)) each round (Eq. 11), capped at 2 eps."""
+    st = FRLSettings(delta0=0.01, delta1=0.02, alpha1=0.5, alpha2=2.0, lim=0.05, rule="paper")
+    mult = FRLMultipliers("rwrm", st)
+    std, bndy = np.array([0.1, 0.3]), np.array([0.05, 0.25])
+    budgets = np.full(2, 0.1)
+    for k in range(3):
+        mult.update(std, bndy)
+        budgets = budgets * np.exp(2.0 * (bndy - 0.02))
+        np.testing.assert_allclose(mult.lambda0, [0.0, (k + 1) * 0.5 * 0.09])
+        np.testing.assert_allclose(mult.lambda1, [0.0, (k + 1) * 2.0 * 0.08])
+        np.testing.assert_allclose(mult.class_eps(0.1), np.minimum(budgets, 0.2))
+    w0, _ = mult.weights()
+    np.testing.assert_allclose(w0, [0.5 - 0.135 / 2, 0.5 + 0.135 / 2])
+    with pytest.raises(ValueError, match="rule"):
+        FRLSettings(rule="printed")
+
+
+def test_frl_paper_remargin_never_shrinks_a_budget_at_zero_tolerance():
+    """Boundary errors are >= 0, so with tau2 = 0 the printed Eq. 11 only enlarges budgets (the
+    official rule, driven by the gap to the mean, shrinks the better class's)."""
+    m, eps = HIGHDIM
+    s, y = sample_projections(m, 20_000, np.random.default_rng(4))
+    sv, yv = sample_projections(m, 20_000, np.random.default_rng(5))
+    for rule in ("paper", "official"):
+        res = run_mitigations(s, y, sv, yv, d=100, eps=eps, methods=("frl-rm",),
+                              settings=FRLSettings(rule=rule))  # fmt: skip
+        final = np.array(res["frl-rm"]["final_eps_c"])
+        if rule == "paper":
+            assert np.all(final >= eps) and np.any(final > eps)
+        else:
+            assert final.min() < eps < final.max()
+
+
 def test_uniform_frl_objective_is_plain_robust_training():
     """With zero multipliers (rates 0) FRL's training step is plain robust ERM (FRL Eq. 7)."""
     m, eps = HIGHDIM

@@ -151,3 +151,108 @@ def test_update_matches_a_literal_port_of_the_official_code_on_random_vectors():
             np.testing.assert_allclose(
                 a, b.numpy(), rtol=1e-12, atol=1e-14, err_msg=f"{case} {name}"
             )
+
+
+# ------------------------------------------------------------------------------------------------
+# rule="paper": Algorithm 1 lines 7-8 and Eq. 11 as printed
+# ------------------------------------------------------------------------------------------------
+def _printed_rounds(std_rounds, bndy_rounds, *, tau1, tau2, a1, a2, eps):
+    """Algorithm 1 and Eq. 11 written out with loops, one class at a time: phi_nat and phi_bndy
+    step by a1 / a2 times (class error - mean error - tau), kept >= 0 (Eq. 10); each class's
+    budget is multiplied by exp(a2 (R_bndy(f, i) - tau2)) every round."""
+    C = len(std_rounds[0])  # noqa: N806
+    phi_nat, phi_bndy, eps_c = [0.0] * C, [0.0] * C, [eps] * C
+    for e, b in zip(std_rounds, bndy_rounds):
+        mean_e, mean_b = sum(e) / C, sum(b) / C
+        for i in range(C):
+            phi_nat[i] = max(phi_nat[i] + a1 * (e[i] - mean_e - tau1), 0.0)
+            phi_bndy[i] = max(phi_bndy[i] + a2 * (b[i] - mean_b - tau2), 0.0)
+            eps_c[i] = eps_c[i] * np.exp(a2 * (b[i] - tau2))
+    return np.array(phi_nat), np.array(phi_bndy), np.array(eps_c)
+
+
+def _lagrangian_weights(phi, tau):
+    """The weight of each class error in FRL's Lagrangian (Eq. 9 without the positive part,
+    R(f) the class mean): its partial derivative, by central differences."""
+    C = phi.shape[0]  # noqa: N806
+
+    def lagrangian(r):
+        return r.mean() + np.sum(phi * (r - r.mean() - tau))
+
+    r0, h = np.full(C, 0.3), 1e-6
+    return np.array(
+        [(lagrangian(r0 + h * np.eye(C)[i]) - lagrangian(r0 - h * np.eye(C)[i])) / (2 * h)
+         for i in range(C)]
+    )  # fmt: skip
+
+
+def test_paper_rule_matches_the_printed_algorithm_over_several_rounds():
+    rng = np.random.default_rng(11)
+    for case in range(50):
+        C, rounds = int(rng.integers(2, 11)), int(rng.integers(1, 12))  # noqa: N806
+        std = rng.uniform(0, 0.6, (rounds, C))
+        bndy = rng.uniform(0, 0.5, (rounds, C))
+        tau1, tau2 = rng.uniform(0, 0.1, 2)
+        a1, a2 = rng.uniform(0, 0.3, 2)
+        m = Multipliers.zeros(C)
+        for e, b in zip(std, bndy):
+            m = update_multipliers(
+                m, e, b, mode="rwrm", delta0=tau1, delta1=tau2, alpha1=a1, alpha2=a2, lim=0.5,
+                rule="paper",
+            )  # fmt: skip
+        phi_nat, phi_bndy, eps_c = _printed_rounds(
+            std.tolist(), bndy.tolist(), tau1=tau1, tau2=tau2, a1=a1, a2=a2, eps=8 / 255
+        )
+        np.testing.assert_allclose(m.lambda0, phi_nat, atol=1e-14, err_msg=str(case))
+        np.testing.assert_allclose(m.lambda1, phi_bndy, atol=1e-14, err_msg=str(case))
+        eps = remargin_eps(8 / 255, m.lambda2, rule="paper")
+        np.testing.assert_allclose(eps, eps_c, rtol=1e-12, err_msg=str(case))
+        for phi in (phi_nat, phi_bndy):
+            lagrangian = _lagrangian_weights(phi, tau1)
+            if np.all(lagrangian >= 0):  # the Lagrangian's own weights, no clipping
+                np.testing.assert_allclose(multiplier_weights(phi, "paper"), lagrangian, atol=1e-8)
+
+
+@given(errors, st.integers(1, 40))
+def test_paper_rule_weights_stay_a_distribution_without_normalisation(errs, rounds):
+    e, b = errs
+    m = Multipliers.zeros(e.shape[0])
+    for _ in range(rounds):
+        m = update_multipliers(m, e, b, mode="rwrm", **{**HP, "alpha2": 0.5}, rule="paper")
+    for lam in (m.lambda0, m.lambda1):
+        assert np.all(lam >= 0)
+        w = multiplier_weights(lam, "paper")
+        assert abs(w.sum() - 1) < 1e-12 and np.all(w >= 0)
+        raw = multiplier_weights(lam)
+        if np.all(raw >= 0):
+            np.testing.assert_allclose(w, raw, atol=1e-15)
+        else:  # clipped: the negative classes get 0, the others keep their order
+            assert np.all(w[raw <= 0] == 0)
+
+
+def test_paper_remargin_follows_the_boundary_error_not_its_gap_to_the_mean():
+    """Eq. 11 enlarges every class whose boundary error exceeds tau2, even the best class; the
+    official rule moves budgets by the gap to the mean (the best class's budget shrinks)."""
+    e, b = np.array([0.1, 0.2, 0.3]), np.array([0.2, 0.3, 0.4])
+    kw = dict(mode="rm", delta0=0.05, delta1=0.05, alpha1=0.05, alpha2=0.05, lim=0.5)
+    paper = update_multipliers(Multipliers.zeros(3), e, b, **kw, rule="paper")
+    official = update_multipliers(Multipliers.zeros(3), e, b, **kw)
+    eps_paper = remargin_eps(1.0, paper.lambda2, rule="paper")
+    eps_official = remargin_eps(1.0, official.lambda2, clamp=(0, np.inf))
+    np.testing.assert_allclose(eps_paper, np.exp(0.05 * (b - 0.05)))
+    assert np.all(eps_paper > 1.0)
+    assert eps_official[0] < 1.0 < eps_official[2]
+    assert not paper.lambda0.any() and not paper.lambda1.any()  # "rm" leaves Reweight alone
+
+
+def test_paper_rule_ignores_lim_and_bad_rules_are_refused():
+    e, b = np.array([0.0, 0.0, 0.9]), np.array([0.0, 0.0, 0.9])
+    kw = dict(mode="rw", delta0=0.0, delta1=0.0, alpha1=1.0, alpha2=1.0)
+    paper = update_multipliers(Multipliers.zeros(3), e, b, **kw, lim=0.1, rule="paper")
+    np.testing.assert_allclose(paper.lambda0, [0, 0, 0.6])  # no rescale to 0.1
+    with pytest.raises(ValueError, match="rule"):
+        update_multipliers(Multipliers.zeros(3), e, b, **kw, lim=0.5, rule="printed")
+    with pytest.raises(ValueError, match="rule"):
+        multiplier_weights([0.0, 0.0], "x")
+    with pytest.raises(ValueError, match="rule"):
+        remargin_eps(1.0, [0.0], rule="x")
