@@ -3,7 +3,15 @@
 Reads only what ``fairness_benchmark.py`` stored per run (``final.json`` of ``deep.train`` on the
 test set, ``deep.evaluate``'s AutoAttack ``final.json``), so every number comes from the package's
 evaluator. Statistics over seeds: mean and sample standard deviation; differences between rows are
-paired by seed (same seed = same validation split, same initialisation of the base, same batches).
+paired by seed (same seed = same validation split, same initialisation of the base, same batches),
+each with its 95 % confidence interval and two-sided p-value from a paired t-test
+(``scipy.stats.ttest_rel``, df = n - 1) and its Holm-adjusted p-value within its family of
+comparisons (``statsmodels``' ``multipletests``), for each metric and statistic separately:
+
+* ``fine-tuning``: each fine-tuning against its control (the base fine-tuned by its own method);
+* ``fine-tuning vs base``: each fine-tuning against the base it started from;
+* ``from scratch``: each from-scratch method against PGD-AT, and each method trained on a
+  TRADES-style loss against TRADES.
 """
 
 from __future__ import annotations
@@ -89,10 +97,58 @@ def _trades_loss(method: str) -> bool:
     return get_preset(method).objective == "trades"
 
 
+#: Families of comparisons: the Holm correction runs within each (for each metric and statistic).
+FAMILIES = ("fine-tuning", "fine-tuning vs base", "from scratch")
+#: Significance level of the report's claims (Holm-adjusted p-values).
+ALPHA = 0.05
+
+
+def paired_stats(a: list[float], b: list[float]) -> dict:
+    """The paired difference ``a - b`` over seeds: ``{"mean", "sd", "n", "ci95", "p"}``.
+
+    ``ci95`` and ``p`` come from the paired t-test (``scipy.stats.ttest_rel``, two-sided,
+    df = n - 1); they are None for a single seed, and for differences that do not vary over
+    seeds (the t statistic is undefined there)."""
+    from scipy import stats
+
+    out = _mean_sd([x - y for x, y in zip(a, b)])
+    out["ci95"], out["p"] = None, None
+    if out["n"] > 1 and out["sd"] > 0:
+        test = stats.ttest_rel(a, b)
+        ci = test.confidence_interval(0.95)
+        out["ci95"] = [float(ci.low), float(ci.high)]
+        out["p"] = float(test.pvalue)
+    return out
+
+
+def metrics(comparison: dict) -> dict:
+    """``{attack: {stat: cell}}`` of a comparison (its entries but ``family``)."""
+    return {k: v for k, v in comparison.items() if k != "family"}
+
+
+def holm(comparisons: dict) -> None:
+    """Add ``p_holm`` to every statistic of ``comparisons``: Holm-adjusted within the comparison's
+    family, for each metric and statistic separately (None where there is no p-value)."""
+    from statsmodels.stats.multitest import multipletests
+
+    cells: dict[tuple, list[dict]] = {}
+    for comparison in comparisons.values():
+        for attack, stats_ in metrics(comparison).items():
+            for stat, cell in stats_.items():
+                cell["p_holm"] = None
+                if cell["p"] is not None:
+                    cells.setdefault((comparison["family"], attack, stat), []).append(cell)
+    for group in cells.values():
+        adjusted = multipletests([c["p"] for c in group], alpha=ALPHA, method="holm")[1]
+        for cell, value in zip(group, adjusted):
+            cell["p_holm"] = float(value)
+
+
 def paired(rows: dict, rows_json: dict) -> dict:
     """Paired differences (same seeds) of each fine-tuning row against its control (the base
     fine-tuned by its own method) and its base, and of each from-scratch row against PGD-AT and,
-    where it trains on a TRADES-style loss, against TRADES too."""
+    where it trains on a TRADES-style loss, against TRADES too: ``{"<row> vs <row>": {"family":
+    family, attack: {stat: paired_stats}}}`` with Holm-adjusted p-values (:func:`holm`)."""
     out = {}
     for name, entry in rows.items():
         row = entry["row"]
@@ -100,13 +156,13 @@ def paired(rows: dict, rows_json: dict) -> dict:
         if row.init:
             control = f"{row.init}+{row.init}"
             if name != control:
-                refs.append(control)
-            refs.append(row.init)
+                refs.append((control, "fine-tuning"))
+            refs.append((row.init, "fine-tuning vs base"))
         elif name != "pgd-at":
-            refs.append("pgd-at")
+            refs.append(("pgd-at", "from scratch"))
             if name != "trades" and _trades_loss(row.method):
-                refs.append("trades")
-        for ref in refs:
+                refs.append(("trades", "from scratch"))
+        for ref, family in refs:
             if ref not in rows:
                 continue
             diffs = {}
@@ -120,11 +176,12 @@ def paired(rows: dict, rows_json: dict) -> dict:
                         pairs.append((a, b))
                 if pairs:
                     diffs[attack] = {
-                        stat: _mean_sd([a[stat] - b[stat] for a, b in pairs])
+                        stat: paired_stats([a[stat] for a, _ in pairs], [b[stat] for _, b in pairs])
                         for stat in ("average", "worst")
                     }
             if diffs:
-                out[f"{name} vs {ref}"] = diffs
+                out[f"{name} vs {ref}"] = {"family": family, **diffs}
+    holm(out)
     return out
 
 
@@ -195,7 +252,11 @@ def build_markdown(report: dict) -> str:
             else ""
         )
         + "). "
-        "Accuracy in %, mean ± sd over seeds; worst = the worst class's accuracy.",
+        "Accuracy in %, mean ± sd over seeds (n = the row's seeds; AutoAttack cells give their "
+        "own n and the binomial standard error of one worst-class accuracy at "
+        f"{c['aa_per_class']} images per class); worst = the worst class's accuracy.",
+        "",
+        summary_markdown(report),
         "",
     ]
     header = ["row", "seeds"]
@@ -207,7 +268,12 @@ def build_markdown(report: dict) -> str:
         cells = [row["label"], str(len(row["seeds"]))]
         for key, *_ in ATTACKS[:4]:
             entry = row.get(key)
-            cells += [_cell(entry and entry["average"]), _cell(entry and entry["worst"])]
+            average, worst = _cell(entry and entry["average"]), _cell(entry and entry["worst"])
+            if key == "autoattack" and entry:
+                se = binomial_se(entry["worst"]["mean"], c["aa_per_class"])
+                average += f" (n={entry['average']['n']})"
+                worst += f" (n={entry['worst']['n']}, SE {100 * se:.1f})"
+            cells += [average, worst]
         worst = row.get("pgd20", {}).get("worst_class", [])
         cells.append(", ".join(sorted(set(worst), key=worst.index)) or "–")
         per_run = row.get("train_cpu_seconds_per_run")
@@ -217,29 +283,36 @@ def build_markdown(report: dict) -> str:
     if diffs:
         lines += [
             "",
-            "Paired differences (same seeds; percentage points, mean ± sd of the per-seed "
-            "differences; n = seeds; AutoAttack over the seeds both rows have it for). A "
-            "fine-tuning is compared with its control (the base fine-tuned by its own method) "
-            "and its base, a from-scratch row with PGD-AT and, on a TRADES-style loss, TRADES:",
+            "Paired differences (same seeds; percentage points: mean [95 % CI] of the per-seed "
+            "differences from a paired t-test, (n) = seeds both rows have, AutoAttack over the "
+            "seeds both rows have it for, with the binomial SE of one seed's worst-class "
+            f"difference at {c['aa_per_class']} images per class; **bold**: Holm-adjusted "
+            f"p < {ALPHA:g} within the comparison's family). A fine-tuning is compared with its "
+            "control (the base fine-tuned by its own method) and its base, a from-scratch row "
+            "with PGD-AT and, on a TRADES-style loss, TRADES:",
             "",
-            "| comparison | n | PGD-20 avg | PGD-20 worst | CW-20 worst | AutoAttack avg | "
+            "| comparison | family | PGD-20 avg | PGD-20 worst | CW-20 worst | AutoAttack avg | "
             "AutoAttack worst | clean avg | clean worst |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
+        rows = report["rows"]
         for name, d in diffs.items():
 
-            def cell(attack, stat, d=d):
+            def cell(attack, stat, d=d, name=name):
                 s = d.get(attack, {}).get(stat)
                 if s is None:
                     return "–"
-                sd = "" if s["sd"] is None else f" ± {100 * s['sd']:.1f}"
-                return f"{100 * s['mean']:+.1f}{sd}"
+                text = f"{difference_text(s)} ({s['n']})"
+                if attack == "autoattack" and stat == "worst":
+                    a, b = (rows[r][attack]["worst"]["mean"] for r in name.split(" vs "))
+                    se = math.hypot(*(binomial_se(v, c["aa_per_class"]) for v in (a, b)))
+                    text = text[:-1] + f", SE {100 * se:.1f})"
+                return f"**{text}**" if significant(s) else text
 
-            n = d.get("pgd20", {}).get("worst", {}).get("n", 0)
             lines.append(
-                f"| {name} | {n} | {cell('pgd20', 'average')} | {cell('pgd20', 'worst')} | "
-                f"{cell('cw20', 'worst')} | {cell('autoattack', 'average')} | "
-                f"{cell('autoattack', 'worst')} | "
+                f"| {comparison_label(rows, name)} | {d['family']} | {cell('pgd20', 'average')} "
+                f"| {cell('pgd20', 'worst')} | {cell('cw20', 'worst')} | "
+                f"{cell('autoattack', 'average')} | {cell('autoattack', 'worst')} | "
                 f"{cell('clean', 'average')} | {cell('clean', 'worst')} |"
             )
     lines += [
@@ -259,16 +332,116 @@ def build_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def binomial_se(accuracy: float, per_class: int) -> float:
+    """Binomial standard error of one class's accuracy measured on ``per_class`` images."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / per_class) if per_class else math.nan
+
+
+def significant(cell: dict) -> bool:
+    return cell.get("p_holm") is not None and cell["p_holm"] < ALPHA
+
+
+def difference_text(cell: dict) -> str:
+    """``"+17.0 [+5.8, +28.2]"`` (points; the CI where there is one)."""
+
+    def points(value: float) -> str:
+        return f"{round(100 * value, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
+
+    text = points(cell["mean"])
+    if cell.get("ci95"):
+        text += f" [{points(cell['ci95'][0])}, {points(cell['ci95'][1])}]"
+    return text.replace("-", "−")
+
+
+def comparison_label(rows: dict, name: str) -> str:
+    """``"pgd-at → faal-at vs pgd-at → pgd-at"``: a comparison in the rows' table labels."""
+    return " vs ".join(rows[r]["label"] if r in rows else r for r in name.split(" vs "))
+
+
+def verdict(cell: dict, what: str) -> str:
+    """What a paired difference allows one to say, at the report's level (Holm within family)."""
+    if cell.get("p") is None:
+        reason = "a single seed" if cell["n"] < 2 else "no variation over seeds"
+        return f"{what}: no test ({reason})"
+    p = cell["p_holm"]
+    if p < ALPHA:
+        return f"{'higher' if cell['mean'] > 0 else 'lower'} {what} (Holm p = {p:.2g})"
+    return f"{what} not distinguishable at {cell['n']} seeds (Holm p = {p:.2g})"
+
+
+def _worst_classes(row: dict) -> str:
+    """``"Shirt (5 of 5 seeds)"`` or ``"Shirt (4), T-shirt/top (1)"``: the PGD-20 worst class."""
+    found = row.get("pgd20", {}).get("worst_class", [])
+    counts = {c: found.count(c) for c in dict.fromkeys(found)}
+    if len(counts) == 1:
+        ((name, k),) = counts.items()
+        return f"{name} ({k} of {k} seeds)"
+    return ", ".join(f"{name} ({k})" for name, k in counts.items())
+
+
+def summary_markdown(report: dict) -> str:
+    """The benchmark's answer in words, generated from the statistics: every difference with its
+    95 % CI, and "higher" / "lower" only where the Holm-adjusted p < ALPHA within its family."""
+    rows, diffs, c = report["rows"], report["paired_differences"], report["config"]
+    if not diffs:
+        return ""
+    lines = [
+        f"**What the benchmark finds** ({c['dataset']}, {c['model']}; paired by seed; "
+        "differences in points of accuracy, mean [95 % CI] from a paired t-test; a row is "
+        f"called higher or lower than another only where the Holm-adjusted p < {ALPHA:g} "
+        "within its family of comparisons, otherwise not distinguishable at its number of "
+        "seeds).",
+        "",
+    ]
+    bases = [n for n, r in rows.items() if r["init"] == "scratch" and f"{n}+{n}" in rows]
+    if bases:
+        lines.append(
+            "PGD-20 worst class of the bases: "
+            + "; ".join(f"{rows[b]['label']}: {_worst_classes(rows[b])}" for b in bases)
+            + "."
+        )
+        lines.append("")
+    for family, title in (
+        ("fine-tuning", f"Fine-tuning for {c['finetune_epochs']} epochs, against the control "
+         "(the base fine-tuned as long by its own method):"),
+        ("from scratch", f"From scratch ({c['epochs']} epochs), against PGD-AT and, for methods "
+         "on a TRADES-style loss, against TRADES:"),
+    ):  # fmt: skip
+        members = {n: d for n, d in diffs.items() if d["family"] == family and "pgd20" in d}
+        if not members:
+            continue
+        lines.append(title)
+        lines.append("")
+        for name, d in members.items():
+            worst, average = d["pgd20"]["worst"], d["pgd20"]["average"]
+            text = (
+                f"- {comparison_label(rows, name)}: PGD-20 worst {difference_text(worst)}, "
+                f"average {difference_text(average)} (n = {worst['n']}): "
+                f"{verdict(worst, 'worst class')}; {verdict(average, 'average')}"
+            )
+            aa = d.get("autoattack", {}).get("worst")
+            if aa is not None:
+                text += (
+                    f". AutoAttack worst {difference_text(aa)} (n = {aa['n']}, "
+                    f"{c['aa_per_class']} images per class): {verdict(aa, 'worst class')}"
+                )
+            lines.append(text + ".")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
 README_START = "<!-- fairness-benchmark:start -->"
 README_END = "<!-- fairness-benchmark:end -->"
 
 
 def table_block(markdown: str) -> str:
-    """The tables of a report's Markdown (its lines from the first table row to the CPU line)."""
+    """The README's part of a report's Markdown: the generated summary and the table of rows
+    (from the summary's first line to the end of the first table)."""
     lines = markdown.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("| "))
-    last = max(i for i, line in enumerate(lines) if line.startswith("| "))
-    return "\n".join(lines[first : last + 1])
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("**What the bench")), first)
+    last = next((i for i in range(first, len(lines)) if not lines[i].startswith("| ")), len(lines))
+    return "\n".join(lines[start:last])
 
 
 def update_readme(readme: Path, markdown: str) -> None:
