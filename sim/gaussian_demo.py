@@ -34,7 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from deep.runtime import CLIParser, DefaultsHelpFormatter
+from deep.runtime import (
+    CLIParser,
+    DefaultsHelpFormatter,
+    all_or_nothing,
+    budget_value,
+    check_output_dir,
+    exit_on_interrupt,
+)
 from sim.classifiers import (
     LinearClassifier,
     fit_intercept_erm,
@@ -95,13 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         "one --settings named, else fig2)"
     )
     g.add_argument("--d", type=int, default=None, help="dimension (fig2: 2)")
-    g.add_argument("--eta", type=float, default=None, help="theta = (eta,...,eta) (fig2: 2)")
-    g.add_argument("--sigma", type=float, default=None, help="std of class -1 (fig2: 1)")
+    g.add_argument("--eta", type=budget_value, default=None, help="theta = (eta,...,eta) (fig2: 2)")
+    g.add_argument("--sigma", type=budget_value, default=None, help="std of class -1 (fig2: 1)")
     g.add_argument(
         "--K", type=float, default=None, help="sigma_{+1}/sigma_{-1} >= 1 (fig2: sqrt 2)"
     )
     g.add_argument(
-        "--eps", type=float, default=None, help="attack budget, 0 <= eps < eta (fig2: 0.5)"
+        "--eps", type=budget_value, default=None, help="attack budget, 0 <= eps < eta (fig2: 0.5)"
     )
     p.add_argument("--norm", choices=("linf", "l2"), default="linf", help="threat model")
     p.add_argument(
@@ -183,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _parse(argv) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_output_dir(parser, args.out if args.out is not None else Path("runs"))
     if args.quick:  # quick sizes replace the defaults; sizes given explicitly are kept
         parser.set_defaults(**QUICK_SIZES)
         args = parser.parse_args(argv)
@@ -500,10 +508,21 @@ def _json_default(obj):
 
 
 def main(argv=None) -> int:
+    """CLI entry point; returns 0. Ctrl-C exits with status 130 and leaves no partial folder."""
+    with exit_on_interrupt("gaussian demo", note="; nothing was written"):
+        return _main(argv)
+
+
+def _main(argv) -> int:
     args = _parse(argv)
+    out = args.out or Path("runs") / f"gaussian_demo-{datetime.now():%Y%m%d-%H%M%S}"
+    with all_or_nothing(out):  # results.json and every figure, or none of them
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     from deep.progress import Progress
 
-    out = args.out or Path("runs") / f"gaussian_demo-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     model_parts = [p for p in ("intercept", "logistic", "mlp", "mitigation") if p in args.parts]
     total = len(args.setting_params) * len(model_parts) + ("coverage" in args.parts)

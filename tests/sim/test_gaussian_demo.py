@@ -154,3 +154,47 @@ def test_mitigation_bars_start_at_zero(tmp_path, monkeypatch):
     (fig,) = figures
     bottom, top = fig.axes[0].get_ylim()
     assert bottom == 0 and top > 0.343
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    import time
+
+    a_file = tmp_path / "results.json"
+    a_file.write_text("{}")
+    start = time.perf_counter()
+    for out in (a_file, a_file / "run"):
+        with pytest.raises(SystemExit) as exc:
+            gaussian_demo.main(["--quick", "--quiet", "--out", str(out)])
+        assert exc.value.code == 2
+        assert (
+            capsys.readouterr()
+            .err.splitlines()[0]
+            .startswith(f"python -m sim.gaussian_demo: error: --out {out}: ")
+        )
+    assert time.perf_counter() - start < 1.0
+
+
+def test_ctrl_c_leaves_no_folder_and_no_traceback(tmp_path, monkeypatch, capsys):
+    """Interrupted after its figures were drawn, before results.json: one line, 130, no folder."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gaussian_demo, "run_coverage", interrupted)
+    out = tmp_path / "runs" / "demo"
+    with pytest.raises(SystemExit) as exc:
+        gaussian_demo.main(["--quick", "--quiet", "--parts", "intercept", "coverage",
+                            "--settings", "fig2", "--out", str(out)])  # fmt: skip
+    assert exc.value.code == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "gaussian demo interrupted; nothing was written"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_budgets_as_fractions(tmp_path):
+    out = tmp_path / "frac"
+    argv = ["--quick", "--quiet", "--parts", "intercept", "--eta", "1/2", "--eps", "1/8",
+            "--out", str(out)]  # fmt: skip
+    assert gaussian_demo.main(argv) == 0
+    custom = json.loads((out / "results.json").read_text())["settings"]["custom"]
+    assert custom["eps"] == 0.125 and custom["mixture"]["eta"] == 0.5
