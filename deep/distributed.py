@@ -239,13 +239,13 @@ def shard_per_class(split, num_classes: int, ctx: DistContext):
 
 
 def _merge_classwise(entries: Sequence[dict], num_classes: int) -> dict:
-    """One class-wise result from per-rank ones, through the evaluator's own ``classwise_accuracy``.
+    """One class-wise result from per-rank ones, through ``deep.metrics.classwise_accuracy``.
 
     Each entry holds ``per_class`` accuracies and ``counts``; the exact integer hits per class
     (``round(acc * count)``) are summed over ranks and turned into accuracies by the one function
     that defines them.
     """
-    from deep.evaluate import classwise_accuracy
+    from deep.metrics import classwise_accuracy
 
     hits = [0] * num_classes
     counts = [0] * num_classes

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from deep.evaluate import frl_errors
 from deep.methods.base import EpochEnd, TrainBatch, UniformWeighting, check_kind
+from deep.metrics import frl_errors
 from deep.objectives import trades_parts
 from deep.weighting import _as_error_vector, _check_num_classes, frl_trades_loss
 from theory.frl import (
