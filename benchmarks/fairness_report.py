@@ -440,7 +440,7 @@ def table_block(markdown: str) -> str:
     lines = markdown.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("| "))
     start = next((i for i, ln in enumerate(lines) if ln.startswith("**What the bench")), first)
-    last = next((i for i in range(first, len(lines)) if not lines[i].startswith("| ")), len(lines))
+    last = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
     return "\n".join(lines[start:last])
 
 

@@ -442,3 +442,192 @@ def test_readme_shows_the_committed_benchmark_tables():
     report = json.loads((REPO / "docs" / "results" / "fairness_benchmark.json").read_text())
     for row in report["rows"].values():
         assert f"| {row['label']} | {len(row['seeds'])} |" in block
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
+
+
+def _tree_digest(root: Path, paths: list[str]) -> dict[str, str]:
+    import hashlib
+
+    out = {}
+    for rel in paths:
+        path = root / rel
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            out[str(f.relative_to(root))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION.exists(), reason="Fashion-MNIST files not installed")
+def test_a_small_run_leaves_the_committed_results_untouched(tmp_path):
+    """The small run a new user tries first (the committed data set, other sizes) goes to a folder
+    of its own protocol; docs/ and the README stay byte-identical, and pointing it at docs/results
+    is refused in one line."""
+    import shutil
+
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    if files.returncode != 0:
+        pytest.skip("not a git checkout")
+    copy = tmp_path / "repo"
+    for rel in files.stdout.splitlines():
+        if (REPO / rel).is_file():
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, copy / rel)
+    before = _tree_digest(copy, ["docs", "README.md"])
+    small = ["--epochs", "1", "--train-per-class", "20", "--val-per-class", "10",
+             "--test-per-class", "10", "--aa-per-class", "1", "--scratch", "pgd-at",
+             "--finetune", "pgd-at:faal-at", "--seeds", "0", "--finetune-epochs", "1",
+             "--attack-steps", "2", "--jobs", "1"]  # fmt: skip
+    script = copy / "benchmarks" / "fairness_benchmark.py"
+    env = dict(os.environ, PYTHONPATH=str(copy), OMP_NUM_THREADS="1")
+
+    def bench(*extra):
+        return subprocess.run([sys.executable, str(script), *small, *extra], cwd=copy, env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+
+    done = bench()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "differs from the committed one (epochs 5 -> 1" in done.stdout
+    own = [p for p in (copy / "runs" / "fairness-benchmark").glob("fairness_benchmark-*")]
+    assert len(own) == 1
+    assert (own[0] / "fairness_benchmark_runs" / "pgd-at+faal-at" / "seed0.json").exists()
+    report = json.loads((own[0] / "fairness_benchmark.json").read_text())
+    assert set(report["rows"]) == {"pgd-at", "pgd-at+faal-at"}
+    assert _tree_digest(copy, ["docs", "README.md"]) == before
+
+    refused = bench("--out", "docs/results")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[0].startswith("python benchmarks/fairness_bench")
+    assert "holds a benchmark of another protocol (epochs 5 -> 1" in refused.stderr
+    assert _tree_digest(copy, ["docs", "README.md"]) == before
+    # the same protocol, asked for explicitly, reuses its folder (nothing is trained again)
+    again = bench("--out", str(own[0]))
+    assert again.returncode == 0 and "start " not in again.stdout, again.stdout + again.stderr
+
+
+def test_a_call_with_fewer_rows_or_seeds_extends_the_report_never_shrinks_it(tmp_path):
+    bench = _load_module()
+    base = [*TINY, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    args = bench.parse_args(base)
+    rows = bench.build_rows(args, ("pgd-at", "faal-at"))
+    store = bench.Store(args, rows)
+    store.write_manifest()
+    for row in rows:
+        for seed in (0, 1):
+            store.write(row, seed, {"hash": store.hash(row, seed), "final": {}})
+    # only the base row, only seed 0: both rows and both seeds stay in the report's inputs
+    fewer = bench.parse_args([*base, "--finetune", "", "--seeds", "0"])
+    small = bench.Store(fewer, bench.build_rows(fewer, ("pgd-at", "faal-at")))
+    assert list(small.report_rows) == ["pgd-at", "pgd-at+faal-at"]
+    assert small.report_seeds["seeds"] == [0, 1]
+    fewer.sizes = {}
+    inputs = bench.report_inputs(small)
+    assert {n: sorted(e["records"]) for n, e in inputs["rows"].items()} == {
+        "pgd-at": [0, 1],
+        "pgd-at+faal-at": [0, 1],
+    }
+    assert inputs["args"].command == store.command  # the command that made all of them
+    # another protocol cannot write into that folder
+    other = subprocess.run(
+        [sys.executable, str(SCRIPT), *base, "--epochs", "2", "--status"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert other.returncode == 2 and "epochs 1 -> 2" in other.stderr, other.stderr
+
+
+def test_committed_statistics_agree_with_an_independent_recomputation():
+    """Every paired difference of the committed report, recomputed from the records' per-seed
+    per-class accuracies: mean, 95 % CI and p from the t distribution written out here, and Holm's
+    step-down adjustment within each family, metric and statistic."""
+    from scipy import stats
+
+    out = REPO / "docs" / "results"
+    report = json.loads((out / "fairness_benchmark.json").read_text())
+    records = out / "fairness_benchmark_runs"
+    sources = {"clean": "final", "pgd20": "final", "cw20": "final", "autoattack": "autoattack",
+               "aa_subset_pgd20": "autoattack"}  # fmt: skip
+
+    def per_seed(row, attack, stat):
+        values = {}
+        for path in sorted((records / row).glob("seed*.json")):
+            record = json.loads(path.read_text())
+            if record["seed"] not in report["rows"][row]["seeds"]:
+                continue
+            holder = record.get(sources[attack])
+            key = "pgd20" if attack == "aa_subset_pgd20" else attack
+            if holder is None or key not in holder["results"]:
+                continue
+            per_class = holder["results"][key]["per_class"]
+            values[record["seed"]] = (min if stat == "worst" else statistics.mean)(per_class)
+        return values
+
+    expected_p: dict[tuple, list] = {}
+    checked = 0
+    for name, comparison in report["paired_differences"].items():
+        a_row, b_row = name.split(" vs ")
+        assert comparison["family"] in ("fine-tuning", "fine-tuning vs base", "from scratch")
+        for attack, cells in comparison.items():
+            if attack == "family":
+                continue
+            for stat, cell in cells.items():
+                a, b = per_seed(a_row, attack, stat), per_seed(b_row, attack, stat)
+                d = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+                n = len(d)
+                assert cell["n"] == n and math.isclose(cell["mean"], statistics.mean(d),
+                                                        abs_tol=1e-9)  # fmt: skip
+                if n < 2 or statistics.stdev(d) == 0:
+                    assert cell["p"] is None and cell["ci95"] is None
+                    continue
+                se = statistics.stdev(d) / math.sqrt(n)
+                t = statistics.mean(d) / se
+                p = 2 * stats.t.sf(abs(t), n - 1)
+                half = stats.t.ppf(0.975, n - 1) * se
+                assert math.isclose(cell["p"], p, rel_tol=1e-7, abs_tol=1e-12)
+                assert cell["ci95"][0] == pytest.approx(statistics.mean(d) - half, abs=1e-9)
+                assert cell["ci95"][1] == pytest.approx(statistics.mean(d) + half, abs=1e-9)
+                expected_p.setdefault((comparison["family"], attack, stat), []).append(
+                    (p, cell["p_holm"])
+                )
+                checked += 1
+    assert checked > 100
+    for group in expected_p.values():  # Holm: step-down, monotone, capped at 1
+        ranked = sorted(group)
+        running = 0.0
+        for i, (p, p_holm) in enumerate(ranked):
+            running = max(running, min(1.0, (len(ranked) - i) * p))
+            assert math.isclose(p_holm, running, rel_tol=1e-9)
+
+
+def test_the_summary_claims_only_what_the_holm_adjusted_tests_allow():
+    """Each line of the generated summary (README and report) quotes its comparison's numbers,
+    and says "higher" / "lower" exactly where the Holm-adjusted p < 0.05."""
+    _load_module()
+    import re
+
+    import fairness_report
+
+    report = json.loads((REPO / "docs" / "results" / "fairness_benchmark.json").read_text())
+    summary = fairness_report.summary_markdown(report)
+    readme = (REPO / "README.md").read_text()
+    assert summary in readme
+    labels = {n: r["label"] for n, r in report["rows"].items()}
+    bullets = [ln for ln in summary.splitlines() if ln.startswith("- ")]
+    diffs = report["paired_differences"]
+    wanted = [n for f in ("fine-tuning", "from scratch") for n in diffs if diffs[n]["family"] == f]
+    assert len(bullets) == len(wanted)
+    for name, line in zip(wanted, bullets):
+        a, b = name.split(" vs ")
+        assert line.startswith(f"- {labels[a]} vs {labels[b]}: PGD-20 worst ")
+        cells = report["paired_differences"][name]["pgd20"]
+        for stat, word in (("worst", "worst class"), ("average", "average")):
+            cell = cells[stat]
+            lo, hi = (f"{round(100 * v, 1) + 0.0:+.1f}".replace("-", "−") for v in cell["ci95"])
+            assert f"[{lo}, {hi}]" in line
+            claim = re.search(rf"(higher|lower) {word} \(Holm p", line)
+            if cell["p_holm"] < 0.05:
+                assert claim and claim.group(1) == ("higher" if cell["mean"] > 0 else "lower")
+            else:
+                assert not claim and f"{word} not distinguishable at {cell['n']} seeds" in line
