@@ -16,7 +16,8 @@ Unlike the reference code: the PGD variant has no second, unscaled step (which u
 per-class budget); weights are clipped at ``min_weight`` > 0 (a weight <= 0 would give a class no
 budget or a negative loss; the clipped classes are logged); the weights are saved in checkpoints
 (the reference's resume dropped them, silently turning DAFA off); no Nesterov flag inversion. The
-reference code's ``else`` branch reads ``P[i,j] P[j,j]``; the paper's rule above is used.
+rule above is the paper's, and the reference code's since its commit of 2024-09-02 (earlier versions
+decremented with ``P[i,j] P[j,j]`` in both branches).
 """
 
 from __future__ import annotations
