@@ -57,7 +57,8 @@ class DatasetDefaults:
 
 
 #: CIFAR-10: PreAct-ResNet18, 200 epochs, lr 0.1 decayed at 100/150 (FAAL supp. C.5); FRL's
-#: 300 validation images per class. CIFAR-100: ResNet-18, 100 epochs, decay at 75/90 (supp. C.7).
+#: 300 validation images per class. CIFAR-100: ResNet-18, 100 epochs, decay at 75/90, weight decay
+#: 2e-4 (FAAL supp. C.7, after WAT).
 #: digits / Fashion-MNIST: the small CNN, short cosine schedules for CPU runs.
 DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
     "digits": DatasetDefaults("small-cnn", 15, 64, 0.05, "cosine", (), 5e-4, None),
@@ -65,7 +66,7 @@ DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
     "cifar10": DatasetDefaults(
         "preact-resnet18", 200, 128, 0.1, "multistep", (100, 150), 5e-4, FRL_VAL_PER_CLASS
     ),
-    "cifar100": DatasetDefaults("resnet18", 100, 128, 0.1, "multistep", (75, 90), 5e-4, 50),
+    "cifar100": DatasetDefaults("resnet18", 100, 128, 0.1, "multistep", (75, 90), 2e-4, 50),
     "svhn": DatasetDefaults("preact-resnet18", 100, 128, 0.01, "multistep", (50, 75), 5e-4, 300),
 }
 
@@ -100,6 +101,7 @@ ADDED_OPTION_DEFAULTS = {
     "frl_step_rule": "fixed",
     "frl_update_at": "epoch-end",
     "frl_rule": "official",
+    "attack_start": "random",
     "final_checkpoint": "best",
     "class_boundary_weight": None,
     "class_eps_scale": None,
@@ -115,6 +117,10 @@ ADDED_OPTION_DEFAULTS = {
     "norm": "linf",
     "sigma": None,
 }
+
+#: ``--attack-start``: the PGD training attack's start (random: the package's default; zero: FAAL
+#: Algorithm 1's delta = 0).
+ATTACK_STARTS = ("random", "zero")
 
 #: Noise level of ``--method gaussian-noise`` when ``--sigma`` is not given (Cohen et al. train
 #: with 0.12, 0.25, 0.5 and 1.0 on CIFAR-10).
@@ -306,6 +312,14 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         help="attack step (default: l_inf per dataset; l_2 eps/5)",
     )
     add("--attack-steps", type=int, default=10, help="attack iterations")
+    add(
+        "--attack-start",
+        default="random",
+        choices=ATTACK_STARTS,
+        help="start of the PGD training attack: a uniform random point of the eps-ball (random) "
+        "or the clean input, delta = 0, as FAAL Algorithm 1 writes it (zero); TRADES-type "
+        "attacks keep TRADES's x + 0.001 N(0, I)",
+    )
     add("--beta", type=float, default=None, help="KL weight of TRADES/MART/FRL (default: preset)")
     add(
         "--sigma",
@@ -668,6 +682,12 @@ def resolve_config(
     else:
         _check(parser, args.sigma is None, "--sigma needs --method gaussian-noise")
     _check(parser, args.attack_steps >= 1, f"--attack-steps must be >= 1, got {args.attack_steps}")
+    _check(
+        parser,
+        args.attack_start == "random" or preset.attack == "pgd",
+        f"--attack-start zero needs a PGD training attack (--method {preset.name} uses "
+        f"{preset.attack!r}; TRADES's KL has no gradient at the clean input)",
+    )
     _check(parser, cfg["beta"] >= 0, f"--beta must be >= 0, got {cfg['beta']}")
     _check(parser, math.isfinite(args.tau) and args.tau >= 0, f"--tau must be >= 0, got {args.tau}")
     for epoch, tau in cfg["tau_schedule"] or []:

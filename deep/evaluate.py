@@ -7,7 +7,7 @@ stratified subset), l_inf budget ``eps`` (CIFAR: 8/255), step ``step_size`` (2/2
 * ``clean``  — accuracy on unperturbed inputs (under ``torch.no_grad``);
 * ``pgd20``  — PGD, 20 steps on cross-entropy, uniform random start;
 * ``cw20``   — PGD, 20 steps on the logit margin ``max_{j != y} z_j - z_y`` (CW-inf / CW-l2), random
-  start;
+  start; ``cw100`` the same with 100 steps (FAAL supp. Fig. 4 evaluates with CW-100);
 * ``aa``     — AutoAttack "standard" (APGD-CE, APGD-T, FAB-T, Square; ``norm="Linf"`` or ``"L2"``),
   seeded; a sample counts as
   robust when AutoAttack's final prediction equals its label (AutoAttack attacks only the points
@@ -91,10 +91,12 @@ __all__ = [
     "main",
 ]
 
-ATTACK_NAMES = ("clean", "pgd20", "cw20", "aa")
+ATTACK_NAMES = ("clean", "pgd20", "cw20", "cw100", "aa")
 ATTACK_STEPS = 20
+#: Steps of each PGD-type attack (CW-100: FAAL supp. Fig. 4's evaluation).
+_PGD_STEPS = {"pgd20": ATTACK_STEPS, "cw20": ATTACK_STEPS, "cw100": 100}
 # Seed offsets so each attack's random start is independent of which other attacks run.
-_SEED_OFFSETS = {"pgd20": 1, "cw20": 2, "aa": 3}
+_SEED_OFFSETS = {"pgd20": 1, "cw20": 2, "aa": 3, "cw100": 4}
 #: Our norm names -> pyautoattack's.
 AUTOATTACK_NORMS = {"linf": "Linf", "l2": "L2"}
 _ALL_CORRUPTIONS = CIFAR10C_CORRUPTIONS + CIFAR10C_EXTRA_CORRUPTIONS
@@ -263,7 +265,8 @@ def evaluate_model(
             mode is restored after.
         split: the images (uint8) and labels to evaluate.
         num_classes: C; every class must occur in ``split`` unless ``allow_empty``.
-        attacks: names from :data:`ATTACK_NAMES` (``"clean"``, ``"pgd20"``, ``"cw20"``, ``"aa"``).
+        attacks: names from :data:`ATTACK_NAMES` (``"clean"``, ``"pgd20"``, ``"cw20"``,
+            ``"cw100"``, ``"aa"``).
         eps, step_size: budget and PGD/CW step of the ``norm`` ball on the [0, 1] pixel scale.
         batch_size: images per forward/attack batch.
         device: where to run.
@@ -275,8 +278,8 @@ def evaluate_model(
         norm: ``"linf"`` or ``"l2"``: the threat model of PGD-20, CW-20 and AutoAttack.
 
     Returns:
-        ``{result_key: classwise_accuracy(...)}`` in the order clean, pgd20, cw20, autoattack,
-        result keys as in :data:`RESULT_KEYS` (``"aa"`` -> ``"autoattack"``).
+        ``{result_key: classwise_accuracy(...)}`` in the order clean, pgd20, cw20, cw100,
+        autoattack, result keys as in :data:`RESULT_KEYS` (``"aa"`` -> ``"autoattack"``).
     """
     names = _normalise_attacks(attacks)
     eps, step_size = check_budget(eps, step_size, norm)
@@ -300,18 +303,18 @@ def evaluate_model(
                     def flags_of(x, y):
                         return _predict_correct(model, x, y)
 
-                elif name in ("pgd20", "cw20"):
+                elif name in _PGD_STEPS:
                     gen = _make_generator(device, seed * 1000 + _SEED_OFFSETS[name])
                     loss = "ce" if name == "pgd20" else "cw"
 
-                    def flags_of(x, y, gen=gen, loss=loss):
+                    def flags_of(x, y, gen=gen, loss=loss, steps=_PGD_STEPS[name]):
                         x_adv = pgd_attack(
                             model,
                             x,
                             y,
                             eps=eps,
                             step_size=step_size,
-                            steps=ATTACK_STEPS,
+                            steps=steps,
                             loss=loss,
                             random_start=True,
                             generator=gen,

@@ -24,7 +24,13 @@ from matplotlib.figure import Figure
 __all__ = ["RESULT_LABELS", "plot_classwise", "plot_class_weights", "plot_class_weight_steps"]
 
 # Legend labels for the result keys of final.json.
-RESULT_LABELS = {"clean": "clean", "pgd20": "PGD-20", "cw20": "CW-20", "autoattack": "AutoAttack"}
+RESULT_LABELS = {
+    "clean": "clean",
+    "pgd20": "PGD-20",
+    "cw20": "CW-20",
+    "cw100": "CW-100",
+    "autoattack": "AutoAttack",
+}
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:

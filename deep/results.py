@@ -41,7 +41,13 @@ __all__ = [
 ]
 
 #: CLI attack name -> key under final.json "results" (also the order results are listed in).
-RESULT_KEYS = {"clean": "clean", "pgd20": "pgd20", "cw20": "cw20", "aa": "autoattack"}
+RESULT_KEYS = {
+    "clean": "clean",
+    "pgd20": "pgd20",
+    "cw20": "cw20",
+    "cw100": "cw100",
+    "aa": "autoattack",
+}
 
 #: Data splits a result can be computed on.
 SPLITS = ("test", "val", "train")

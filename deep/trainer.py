@@ -152,7 +152,7 @@ class Trainer:
                 return pgd_attack(
                     self.attack_net, x, y, eps=eps, step_size=step,
                     steps=self.cfg["attack_steps"], loss="ce", generator=self.attack_gen,
-                    norm=self.norm,
+                    norm=self.norm, random_start=self.cfg.get("attack_start", "random") == "random",
                 )  # fmt: skip
             return trades_attack(
                 self.attack_net, x, eps=eps, step_size=step,

@@ -176,7 +176,7 @@ def test_autoattack_at_most_pgd20_on_the_same_points(digits, tiny_cnn):
     res = evaluate_model(
         tiny_cnn, split, num_classes=10, attacks=ATTACK_NAMES, eps=0.1, step_size=0.025, seed=0
     )
-    assert list(res) == ["clean", "pgd20", "cw20", "autoattack"]
+    assert list(res) == ["clean", "pgd20", "cw20", "cw100", "autoattack"]
     clean, pgd, aa = res["clean"], res["pgd20"], res["autoattack"]
     # A meaningful comparison: the model is accurate and PGD neither fails nor wins everywhere.
     assert clean["average"] >= 0.9
@@ -187,6 +187,28 @@ def test_autoattack_at_most_pgd20_on_the_same_points(digits, tiny_cnn):
     for c in range(10):
         assert aa["per_class"][c] <= clean["per_class"][c]
         assert res["pgd20"]["counts"][c] == 10
+
+
+def test_cw100_takes_100_ascent_steps_on_the_cw_margin(digits, tiny_cnn):
+    """CW-100 (FAAL supp. Fig. 4) runs 80 more forward passes per batch than CW-20 and is at least
+    as strong on a model it can attack; its result key and label are "cw100" / "CW-100"."""
+    split = stratified_subset(digits.test, 5, seed=2)
+    calls = []
+    handle = tiny_cnn.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        counts = {}
+        for name in ("cw20", "cw100"):
+            calls.clear()
+            res = evaluate_model(tiny_cnn, split, num_classes=10, attacks=(name,), eps=0.1,
+                                 step_size=0.01, batch_size=len(split), seed=0)  # fmt: skip
+            counts[name] = (len(calls), res[name]["average"])
+    finally:
+        handle.remove()
+    assert counts["cw100"][0] - counts["cw20"][0] == 80
+    assert counts["cw100"][1] <= counts["cw20"][1] + 0.02
+    from deep.plots import RESULT_LABELS
+
+    assert RESULT_LABELS["cw100"] == "CW-100"
 
 
 def test_evaluate_model_is_seeded_and_batch_independent(digits, tiny_cnn):

@@ -116,6 +116,29 @@ def test_uniform_step_is_a_plain_pgd_at_step(digits):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_attack_start_zero_is_faal_algorithm_1s_inner_maximisation(digits):
+    """--attack-start zero: the PGD training attack starts at delta = 0 (FAAL Algorithm 1 lines
+    3-8, written out here for one step: delta = alpha sign(grad CE at x), clamped to [-eps, eps],
+    x_adv = clip(x + delta, 0, 1)), whatever the state of the attack generator."""
+    x, y = first_batch(digits)
+    losses = []
+    for seed in (1, 2):
+        trainer = make_trainer(digits, "--method", "pgd-at", "--attack-steps", "1",
+                               "--attack-start", "zero")  # fmt: skip
+        trainer.attack_gen.manual_seed(seed)
+        reference = copy.deepcopy(trainer.model)
+        trainer.train_step(x, y)
+        losses.append(float(trainer.last_loss))
+    reference.eval()
+    x0 = x.clone().requires_grad_(True)
+    grad = torch.autograd.grad(F.cross_entropy(reference(x0), y, reduction="sum"), x0)[0]
+    delta = torch.clamp(0.025 * grad.sign(), -0.1, 0.1)
+    x_adv = torch.clamp(x + delta, 0, 1)
+    reference.train()
+    expected = float(F.cross_entropy(reference(x_adv), y))
+    assert losses[0] == losses[1] == pytest.approx(expected, rel=1e-5)
+
+
 def _softmax_margin_numpy(logits, y):
     z = logits - logits.max(axis=1, keepdims=True)
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
@@ -602,6 +625,7 @@ def test_frl_reference_options_step_rule_and_update_before_the_first_epoch(tmp_p
         (["--epochs", "0"], "--epochs"),
         (["--tau-schedule", "0-0.1"], "--tau-schedule"),
         (["--final-attacks", "pgd7"], "--final-attacks"),
+        (["--method", "trades", "--attack-start", "zero"], "--attack-start zero needs a PGD"),
         (["--final-checkpoint", "first"], "--final-checkpoint"),
         (["--train-per-class", "0"], "--train-per-class must be >= 1, got 0"),
         (["--final-n-per-class", "0"], "--final-n-per-class must be >= 1"),
