@@ -358,15 +358,15 @@ def comparison_label(rows: dict, name: str) -> str:
     return " vs ".join(rows[r]["label"] if r in rows else r for r in name.split(" vs "))
 
 
-def verdict(cell: dict, what: str) -> str:
-    """What a paired difference allows one to say, at the report's level (Holm within family)."""
+def verdict(cell: dict) -> str:
+    """What a paired difference allows one to say, at the report's level (Holm within family):
+    ``"Holm p = 0.029: higher"``, ``"Holm p = 0.11: not distinguishable at 3 seeds"``."""
     if cell.get("p") is None:
-        reason = "a single seed" if cell["n"] < 2 else "no variation over seeds"
-        return f"{what}: no test ({reason})"
+        return "1 seed, no test" if cell["n"] < 2 else "no variation over seeds, no test"
     p = cell["p_holm"]
     if p < ALPHA:
-        return f"{'higher' if cell['mean'] > 0 else 'lower'} {what} (Holm p = {p:.2g})"
-    return f"{what} not distinguishable at {cell['n']} seeds (Holm p = {p:.2g})"
+        return f"Holm p = {p:.2g}: {'higher' if cell['mean'] > 0 else 'lower'}"
+    return f"Holm p = {p:.2g}: not distinguishable at {cell['n']} seeds"
 
 
 def _worst_classes(row: dict) -> str:
@@ -386,11 +386,11 @@ def summary_markdown(report: dict) -> str:
     if not diffs:
         return ""
     lines = [
-        f"**What the benchmark finds** ({c['dataset']}, {c['model']}; paired by seed; "
-        "differences in points of accuracy, mean [95 % CI] from a paired t-test; a row is "
-        f"called higher or lower than another only where the Holm-adjusted p < {ALPHA:g} "
-        "within its family of comparisons, otherwise not distinguishable at its number of "
-        "seeds).",
+        f"**What the benchmark finds** ({c['dataset']}, {c['model']}). Differences in points "
+        "of PGD-20 accuracy (AutoAttack where named: "
+        f"{c['aa_per_class']} images per class), paired by seed: mean [95 % CI] from a paired "
+        "t-test. A row is called higher or lower than another only where the Holm-adjusted "
+        f"p < {ALPHA:g} within its family of comparisons.",
         "",
     ]
     bases = [n for n, r in rows.items() if r["init"] == "scratch" and f"{n}+{n}" in rows]
@@ -415,15 +415,14 @@ def summary_markdown(report: dict) -> str:
         for name, d in members.items():
             worst, average = d["pgd20"]["worst"], d["pgd20"]["average"]
             text = (
-                f"- {comparison_label(rows, name)}: PGD-20 worst {difference_text(worst)}, "
-                f"average {difference_text(average)} (n = {worst['n']}): "
-                f"{verdict(worst, 'worst class')}; {verdict(average, 'average')}"
+                f"- {comparison_label(rows, name)} (n = {worst['n']}): worst class "
+                f"{difference_text(worst)} ({verdict(worst)}); average "
+                f"{difference_text(average)} ({verdict(average)})"
             )
             aa = d.get("autoattack", {}).get("worst")
             if aa is not None:
                 text += (
-                    f". AutoAttack worst {difference_text(aa)} (n = {aa['n']}, "
-                    f"{c['aa_per_class']} images per class): {verdict(aa, 'worst class')}"
+                    f". AutoAttack worst class {difference_text(aa)} (n = {aa['n']}; {verdict(aa)})"
                 )
             lines.append(text + ".")
         lines.append("")
