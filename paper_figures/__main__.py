@@ -98,6 +98,7 @@ def _all_parser() -> argparse.ArgumentParser:
     p.add_argument("--autoattack", action=argparse.BooleanOptionalAction, default=None,
                    help="evaluate AutoAttack too")  # fmt: skip
     p.add_argument("--norm", default=None, choices=("linf", "l2"), help="threat model of the runs")
+    p.add_argument("--model", default=None, help="architecture of the runs from scratch")
     p.add_argument(
         "--only", default=None, help="comma-separated kinds (theory, sim, deep) and/or names"
     )
@@ -144,6 +145,7 @@ def _script_argv(script: Script, args: argparse.Namespace) -> list[str]:
             "train_per_class",
             "test_per_class",
             "norm",
+            "model",
         ):
             value = getattr(args, option)
             if value is not None:

@@ -1,8 +1,9 @@
 """Shared command line and experiment settings of the paper-figure scripts.
 
 Every script accepts the same options (``--quick``, ``--out``, ``--runs-dir``, ``--dataset``,
-``--data-dir``, ``--seeds``, ``--device``, ``--autoattack``, ``--norm``, ``--quiet``). A
-:class:`Profile` turns them into ``deep.train`` options for the three kinds of run the papers use:
+``--data-dir``, ``--seeds``, ``--device``, ``--autoattack``, ``--norm``, ``--model``,
+``--quiet``). A :class:`Profile` turns them into ``deep.train`` options for the three kinds of
+run the papers use:
 
 * from scratch (``deep.train``'s per-dataset defaults: the papers' schedules on CIFAR, a short
   cosine schedule for the small CNN on digits / Fashion-MNIST);
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deep.models import MODEL_NAMES
 from deep.runtime import CLIParser, DefaultsHelpFormatter
 from paper_figures.runs import RunSpec
 
@@ -117,6 +119,14 @@ def build_parser(name: str, description: str, *, deep: bool = True) -> argparse.
         help="threat model of every run's training attack and evaluation (l2: FRL App. A.1.2; "
         "deep.data's per-dataset l2 budgets)",
     )
+    parser.add_argument(
+        "--model",
+        default=None,
+        choices=MODEL_NAMES,
+        help="architecture of every run trained from scratch (fine-tunings inherit it); e.g. "
+        "wrn-28-10 for FRL Fig. 5 and Tables 5, 7-8, wrn-34-10 for FAAL Fig. 5 (default: the "
+        "script's own: deep.train's per data set, WRN-34-10 where FAAL uses it on CIFAR)",
+    )
     return parser
 
 
@@ -168,6 +178,7 @@ def parse_args(
         test_per_class=args.test_per_class,
         norm=args.norm,
         download=bool(args.download),
+        model=args.model,
     )
     return args
 
@@ -186,6 +197,8 @@ class Profile:
     test_per_class: int | None = None
     norm: str = "linf"
     download: bool = False
+    #: architecture of the runs from scratch (None: each script's choice)
+    model: str | None = None
 
     @property
     def is_cifar(self) -> bool:
@@ -231,6 +244,8 @@ class Profile:
             text += f", {self.test_per_class} test/class"
         if self.norm != "linf":
             text += f", {self.norm}"
+        if self.model:
+            text += f", {self.model}"
         return text
 
     # -- deep.train options ---------------------------------------------------------------------
@@ -258,8 +273,9 @@ class Profile:
         name: str | None = None,
         epochs: int | None = None,
     ) -> RunSpec:
-        """Training from scratch with ``method`` (a deep.presets name) and extra options."""
-        argv = self._common(method, seed, model)
+        """Training from scratch with ``method`` (a deep.presets name) and extra options; the
+        profile's ``model``, when set, replaces the script's ``model``."""
+        argv = self._common(method, seed, self.model or model)
         epochs = self.scratch_epochs if epochs is None else epochs
         if epochs is not None:
             argv += ["--epochs", str(epochs)]

@@ -496,3 +496,32 @@ def test_table1_reads_cifar10c_columns_from_deep_evaluate(tmp_path):
         assert entry["counts"] == np.bincount(labels, minlength=10).tolist()  # severity 5 only
     # cached: a second call reads the same file back
     assert faal_tables._cifar10c_final(run_dir, args, None) == final
+
+
+def test_model_option_sets_the_architecture_of_every_run_from_scratch(monkeypatch):
+    """--model wrn-28-10 (FRL Tables 7-8): every run from scratch trains that model, fine-tunings
+    inherit it from their --init run; without --model the runs (and their cache keys) are the
+    script's own; `all` passes --model on to the deep scripts."""
+    from paper_figures import __main__ as dispatcher
+    from paper_figures import frl_tables
+    from paper_figures.common import build_parser, parse_args
+
+    parser = build_parser("frl_tables", "test")
+    args = parse_args(parser, ["--dataset", "cifar10", "--data-dir", "D", "--model", "wrn-28-10"])
+    assert args.profile.model == "wrn-28-10" and "wrn-28-10" in args.profile.describe()
+    plain = parse_args(parser, ["--dataset", "cifar10", "--data-dir", "D"]).profile
+    specs = frl_tables.row_specs(args.profile, 0)
+    for spec, own in zip(specs, frl_tables.row_specs(plain, 0)):
+        argv = list((spec.init or spec).argv)
+        assert argv[argv.index("--model") + 1] == "wrn-28-10"
+        if spec.init is not None:
+            assert "--model" not in spec.argv and spec.argv == own.argv
+        assert "--model" not in (own.init or own).argv
+    assert specs[0].key != frl_tables.row_specs(plain, 0)[0].key
+    with pytest.raises(SystemExit):
+        parse_args(parser, ["--model", "vgg"])
+    seen = []
+    monkeypatch.setattr(dispatcher, "SCRIPTS", (dispatcher.Script("frl_tables", "deep", "x"),))
+    monkeypatch.setattr(frl_tables, "main", lambda argv: seen.append(argv) or 0)
+    assert dispatcher.run_all(["--model", "wrn-28-10", "--quiet"]) == 0
+    assert seen and "wrn-28-10" == seen[0][seen[0].index("--model") + 1]
