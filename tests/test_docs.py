@@ -1,0 +1,75 @@
+"""The README stays a five-minute page that points into the documentation site, and the site's
+guide pages are all reachable (the site itself is built with warnings as errors by .ci/run)."""
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+TOCTREE = re.compile(r"```\{toctree\}\n(.*?)```", re.S)
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub (and MyST's heading anchors) give a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def headings(path: Path) -> set[str]:
+    text, fence = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        elif not fence and re.match(r"#{1,6} ", line):
+            text.append(github_slug(line.lstrip("#")))
+    return set(text)
+
+
+def test_readme_is_short_and_keeps_the_set_up_commands():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    for needed in (
+        "python -m sim.gaussian_demo",
+        "python -m pytest -q",
+        "python -m sphinx -W --keep-going -b html docs docs/_build/html",
+        "<!-- fairness-benchmark:start -->",
+        "<!-- fairness-benchmark:end -->",
+    ):
+        assert needed in readme, needed
+    assert readme.count("<!-- quickstart-output: ") == 2
+
+
+def test_readme_links_point_to_files_and_headings_that_exist():
+    readme = REPO / "README.md"
+    bad = []
+    for target in LINK.findall(readme.read_text()):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (readme.parent / path) if path else readme
+        if not file.exists():
+            bad.append(f"{target}: no such file")
+        elif anchor and file.suffix == ".md" and anchor not in headings(file):
+            bad.append(f"{target}: no heading with that anchor")
+    assert not bad, bad
+
+
+def test_every_guide_page_is_in_a_toctree():
+    listed = set()
+    for page in DOCS.rglob("*.md"):
+        if "_build" in page.parts or "results" in page.relative_to(DOCS).parts[:1]:
+            continue
+        for block in TOCTREE.findall(page.read_text()):
+            for entry in block.splitlines():
+                entry = entry.strip()
+                if entry and not entry.startswith(":"):
+                    listed.add((page.parent / entry).with_suffix(".md").resolve())
+    pages = {p.resolve() for p in (DOCS / "guide").rglob("*.md")}
+    missing = sorted(str(p.relative_to(DOCS)) for p in pages - listed)
+    assert not missing, f"guide pages in no toctree: {missing}"
+
+
+def test_github_slug_matches_githubs_anchors():
+    assert github_slug(" Evaluating from Python") == "evaluating-from-python"
+    assert github_slug(" Training (`python -m deep.train`)") == "training-python--m-deeptrain"
