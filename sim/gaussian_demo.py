@@ -21,6 +21,10 @@ results.json (``version`` 1):
   ``population`` (class errors plus worst_robust, average_robust), method extras.
 - ``coverage``: {p, losses, rows: [{n, tau, C, trials, coverage, event_frequency, bound,
   chi2_event_probability, uncovered_in_event, zero_count_trials}]}.
+- ``features`` (FRL A.3, D' of Eq. 19; ``sim.features``): ``params``, ``norm``, ``theory`` (exact
+  optimal natural / robust linear classifiers: u, v, b, standard), ``classifiers.<erm|logistic|mlp>-
+  <natural|robust>`` (``test``; linear: ``b``, ``non_robust_weight``, ``population``) and
+  ``increase.<model>.<-1|+1>`` (robust minus natural standard error, with a 95% interval).
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ from theory.gaussian import Mixture
 __all__ = ["main", "build_parser", "PARTS", "SETTINGS", "RESULTS_VERSION"]
 
 RESULTS_VERSION = 1
-PARTS = ("intercept", "logistic", "mlp", "mitigation", "coverage")
+PARTS = ("intercept", "logistic", "mlp", "mitigation", "coverage", "features")
 SETTINGS = {
     # FRL Figure 2: theta = (2, 2), sigma_{-1}^2 = 1, sigma_{+1}^2 = 2 (K = sqrt 2), eps = 0.5
     "fig2": {"d": 2, "eta": 2.0, "sigma": 1.0, "K": math.sqrt(2.0), "eps": 0.5},
@@ -526,6 +530,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model_parts = [p for p in ("intercept", "logistic", "mlp", "mitigation") if p in args.parts]
     total = len(args.setting_params) * len(model_parts) + ("coverage" in args.parts)
+    total += "features" in args.parts
     progress = Progress(
         total, "gaussian demo", enabled=not args.quiet, interval=args.progress_interval, unit="part"
     )
@@ -542,6 +547,12 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         results["settings"][name] = res
         results["figures"] += _figures(name, res, models, out)
         reports.append(format_setting(name, res, args.confidence))
+    if "features" in args.parts:  # FRL A.3: D' beside D
+        from sim.features import format_features, run_demo_features
+
+        results["features"] = run_demo_features(args)
+        progress.update(1)
+        reports.append(format_features(results["features"], args.confidence))
     if "coverage" in args.parts:
         results["coverage"] = run_coverage(args)
         progress.update(1)
