@@ -524,7 +524,7 @@ def _styles(rows: dict) -> tuple[dict, dict]:
 def _pareto_figure(report: dict, present: dict, attack: str, label: str, path: Path) -> Path:
     """Average against worst-class accuracy of every row under ``attack``: from-scratch rows on
     the left, fine-tunings on the right (their bases drawn hollow for reference); one colour per
-    method, one marker per start; the dashed line is the Pareto front of all rows."""
+    method, one marker per start; the dashed line is the Pareto front of the points in the panel."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
@@ -534,18 +534,14 @@ def _pareto_figure(report: dict, present: dict, attack: str, label: str, path: P
     epochs = report.get("config", {}).get("finetune_epochs")
     tuned_title = f"fine-tuned for {epochs} epochs" if epochs else "fine-tuned"
     panels = [(t, names) for t, names in (("from scratch", scratch), (tuned_title, tuned)) if names]
+    panel_labels = []
     fig, axes = plt.subplots(
         1, len(panels), figsize=(6 * len(panels), 5), sharex=True, sharey=True, squeeze=False
-    )
-    front = _pareto(
-        [
-            (100 * r[attack]["average"]["mean"], 100 * r[attack]["worst"]["mean"])
-            for r in present.values()
-        ]
     )
 
     def point(ax, row, hollow=False, text=None):
         a, w = row[attack]["average"], row[attack]["worst"]
+        drawn.append((100 * a["mean"], 100 * w["mean"]))
         colour = colours[row["method"]]
         ax.errorbar(
             100 * a["mean"],
@@ -558,23 +554,28 @@ def _pareto_figure(report: dict, present: dict, attack: str, label: str, path: P
             capsize=2,
             alpha=0.6 if hollow else 1.0,
         )
-        ax.annotate(
-            text or row["method"],
-            (100 * a["mean"], 100 * w["mean"]),
-            fontsize=6,
-            xytext=(3, 3),
-            textcoords="offset points",
+        labels.append(
+            ax.annotate(
+                text or row["method"],
+                (100 * a["mean"], 100 * w["mean"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         )
 
     for ax, (title, names) in zip(axes[0], panels):
+        drawn, labels = [], []
         if names is tuned:
             for base in dict.fromkeys(present[n]["init"] for n in tuned):
                 if base in present:
                     point(ax, present[base], hollow=True, text=f"{base} (base)")
         for name in names:
             point(ax, present[name])
+        front = _pareto(drawn)
         if len(front) > 1:
             ax.plot(*zip(*front), color="grey", lw=1, ls="--", zorder=0)
+        panel_labels.append((ax, labels))
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(f"average {label} accuracy (%)")
         ax.grid(alpha=0.3)
@@ -583,7 +584,7 @@ def _pareto_figure(report: dict, present: dict, attack: str, label: str, path: P
     method_handles = [
         Line2D([], [], marker="o", ls="", color=c, label=m) for m, c in colours.items() if m in used
     ]
-    method_handles.append(Line2D([], [], color="grey", ls="--", label="Pareto front (all rows)"))
+    method_handles.append(Line2D([], [], color="grey", ls="--", label="Pareto front (panel)"))
     axes[0, 0].legend(handles=method_handles, fontsize=6, ncol=2, loc="best", title="method",
                       title_fontsize=7)  # fmt: skip
     starts = dict.fromkeys(present[n]["init"] for n in present)
@@ -596,6 +597,8 @@ def _pareto_figure(report: dict, present: dict, attack: str, label: str, path: P
                        title_fontsize=7)  # fmt: skip
     fig.suptitle(f"{label}: average vs worst class (mean ± sd over seeds)", fontsize=10)
     fig.tight_layout()
+    for ax, labels in panel_labels:
+        place_labels(ax, labels)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
@@ -634,24 +637,31 @@ def _gain_figure(report: dict, attack: str, label: str, path: Path) -> Path | No
         return None
     fig, ax = plt.subplots(figsize=(7, 5))
     colours, markers = _styles(report["rows"])
+    labels = []
     for pt in points:
         row = report["rows"][pt["row"]]
+        single = pt["worst"]["n"] < 2
+        colour = colours[row["method"]]
         ax.errorbar(
             pt["average"]["mean"],
             pt["worst"]["mean"],
             xerr=pt["average"]["sd"] or 0,
             yerr=pt["worst"]["sd"] or 0,
             fmt=markers[pt["base"]],
-            color=colours[row["method"]],
+            color=colour,
+            mfc="none" if single else colour,
             capsize=2,
-            label=f"{pt['label']} (n={pt['worst']['n']})",
+            label=f"{pt['label']} (n={pt['worst']['n']}"
+            + (", single seed: no spread)" if single else ")"),
         )
-        ax.annotate(
-            pt["label"],
-            (pt["average"]["mean"], pt["worst"]["mean"]),
-            fontsize=6,
-            xytext=(3, 3),
-            textcoords="offset points",
+        labels.append(
+            ax.annotate(
+                pt["label"] + (" (1 seed)" if single else ""),
+                (pt["average"]["mean"], pt["worst"]["mean"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         )
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(0, color="grey", lw=0.8)
@@ -665,9 +675,64 @@ def _gain_figure(report: dict, attack: str, label: str, path: Path) -> Path | No
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
+    place_labels(ax, labels)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+#: Offsets (points) tried for a point's label, nearest first.
+_LABEL_OFFSETS = [(3, 3), (3, -9), (-3, 3), (-3, -9), (6, 8), (6, -14), (-6, 8), (-6, -14),
+                  (10, -3), (-10, -3), (3, 14), (3, -20), (-3, 14), (-3, -20)]  # fmt: skip
+
+
+def place_labels(ax, labels: list) -> None:
+    """Move each point label to the first offset (:data:`_LABEL_OFFSETS`) where it overlaps no
+    label placed before it and stays inside the axes; a label with no free offset keeps the one
+    that overlaps least. Call after the layout is final (``tight_layout``)."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    placed = []
+
+    def overlap(box, other) -> float:
+        w = min(box.x1, other.x1) - max(box.x0, other.x0)
+        h = min(box.y1, other.y1) - max(box.y0, other.y0)
+        return max(w, 0) * max(h, 0)
+
+    for text in labels:
+        best = None
+        for dx, dy in _LABEL_OFFSETS:
+            ha = "left" if dx >= 0 else "right"
+            text.set_position((dx, dy))
+            text.set_horizontalalignment(ha)
+            box = text.get_window_extent(renderer)
+            cost = sum(overlap(box, other) for other in placed)
+            cost += (
+                box.width
+                * box.height
+                * (
+                    box.x0 < inside.x0
+                    or box.x1 > inside.x1
+                    or box.y0 < inside.y0
+                    or box.y1 > inside.y1
+                )
+            )
+            if best is None or cost < best[0]:
+                best = (cost, (dx, dy), ha, box)
+            if cost == 0:
+                break
+        _, position, ha, box = best
+        text.set_position(position)
+        text.set_horizontalalignment(ha)
+        placed.append(box)
+
+
+def labels_overlap(labels: list) -> int:
+    """How many pairs of ``labels`` (placed texts of one figure) overlap."""
+    renderer = labels[0].figure.canvas.get_renderer() if labels else None
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    return sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
 
 
 def _classes(report: dict) -> list[str]:

@@ -632,3 +632,25 @@ def test_the_summary_claims_only_what_the_holm_adjusted_tests_allow():
             else:
                 assert said.group(1) == "not", line
                 assert f"not distinguishable at {cell['n']} seeds" in line
+
+
+def test_point_labels_are_moved_apart_until_none_overlap():
+    _load_module()
+    import fairness_report
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    points = [(74.9, 34.0), (75.0, 33.7), (74.8, 34.2), (75.1, 32.5), (75.2, 29.6), (73.5, 36.3)]
+    ax.scatter(*zip(*points))
+    ax.set_xlim(64, 76)
+    ax.set_ylim(25, 55)
+    labels = [ax.annotate(f"row {i} (base)", p, fontsize=6, xytext=(3, 3),
+                          textcoords="offset points") for i, p in enumerate(points)]  # fmt: skip
+    fig.canvas.draw()
+    assert fairness_report.labels_overlap(labels) > 0  # as first drawn, the labels collide
+    fairness_report.place_labels(ax, labels)
+    assert fairness_report.labels_overlap(labels) == 0
+    plt.close(fig)
