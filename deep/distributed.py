@@ -1,9 +1,12 @@
-"""torch.distributed helpers for :mod:`deep.train` (one process per device, launched by torchrun).
+"""torch.distributed helpers for :mod:`deep.train` (one process per device, launched by torchrun
+or by SLURM's ``srun``).
 
 A run is distributed when the environment holds ``WORLD_SIZE > 1`` (torchrun sets ``WORLD_SIZE``,
-``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``). The backend is NCCL on CUDA and
-gloo on the CPU. Every helper is a no-op (or the identity) in a single process, so the training
-loop calls them unconditionally.
+``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``). Started by ``srun`` with several
+tasks and not by torchrun, the same variables are taken from SLURM's (:func:`slurm_environment`),
+so both launchers run the same code path. The backend is NCCL on CUDA and gloo on the CPU. Every
+helper is a no-op (or the identity) in a single process, so the training loop calls them
+unconditionally.
 
 What is reduced across ranks, so that every rank takes the same decisions:
 
@@ -19,6 +22,7 @@ What is reduced across ranks, so that every rank takes the same decisions:
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +32,8 @@ import torch.distributed as dist
 
 __all__ = [
     "DistContext",
+    "slurm_environment",
+    "first_host",
     "init_distributed",
     "shutdown",
     "exit_process",
@@ -65,8 +71,8 @@ class DistContext:
         return self.rank == 0
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
+def _env_int(name: str, default: int, env: dict[str, str] | None = None) -> int:
+    value = (os.environ if env is None else env).get(name)
     if value is None or value == "":
         return default
     try:
@@ -75,12 +81,71 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
-def init_distributed(device: str = "auto") -> DistContext:
-    """Initialise torch.distributed from torchrun's environment (or a single-process context).
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM host list: ``"gpu[07-09,12],cpu1"`` -> ``"gpu07"``.
 
-    ``device``: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N". Under torchrun on
-    CUDA each process takes ``cuda:LOCAL_RANK``; on the CPU the gloo backend is used.
+    Each bracketed range contributes its first value, zero padding kept (``"r[2-3]n[01-04]"`` ->
+    ``"r2n01"``), as ``scontrol show hostnames`` lists them.
     """
+    entry, depth = nodelist.strip(), 0
+    for i, char in enumerate(entry):  # the first entry: up to a comma outside brackets
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            entry = entry[:i]
+            break
+    if not entry or not re.fullmatch(r"[^\[\],]*(\[[^\[\]]+\][^\[\],]*)*", entry):
+        raise ValueError(f"{nodelist!r} is not a SLURM host list")
+    return re.sub(r"\[([^\]]*)\]", lambda m: re.split(r"[,-]", m.group(1))[0], entry)
+
+
+#: MASTER_PORT under srun: this base plus a number derived from the job and step ids.
+SLURM_PORT_BASE = 20000
+SLURM_PORT_SPAN = 20000
+
+
+def slurm_environment(env: dict[str, str]) -> dict[str, str]:
+    """torch.distributed's variables for a process started by ``srun`` with several tasks.
+
+    Empty (nothing to add) when ``env`` already names the process group (torchrun sets ``RANK``
+    and ``WORLD_SIZE``, also inside an ``srun`` step), when the process is not a task of an
+    ``srun`` step (``SLURM_STEP_ID`` unset: the batch script itself, where ``SLURM_NTASKS`` counts
+    tasks that do not exist yet), or when the step has one task. Otherwise: ``RANK`` =
+    ``SLURM_PROCID``, ``WORLD_SIZE`` = the step's tasks (``SLURM_STEP_NUM_TASKS``, else
+    ``SLURM_NTASKS``), ``LOCAL_RANK`` = ``SLURM_LOCALID``, ``MASTER_ADDR`` = the first host of the
+    step (``SLURM_STEP_NODELIST``, else ``SLURM_JOB_NODELIST``; rank 0 runs there) and
+    ``MASTER_PORT`` derived from ``SLURM_JOB_ID`` and ``SLURM_STEP_ID`` (two steps of one job do not
+    collide). ``MASTER_ADDR`` / ``MASTER_PORT`` already in ``env`` are kept.
+    """
+    if ("RANK" in env and "WORLD_SIZE" in env) or "TORCHELASTIC_RUN_ID" in env:
+        return {}
+    if "SLURM_STEP_ID" not in env or "SLURM_PROCID" not in env:
+        return {}
+    tasks = _env_int("SLURM_STEP_NUM_TASKS", 0, env) or _env_int("SLURM_NTASKS", 1, env)
+    if tasks <= 1:
+        return {}
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+    if not nodelist:
+        raise ValueError("srun with several tasks but SLURM_JOB_NODELIST is not set")
+    job, step = _env_int("SLURM_JOB_ID", 0, env), _env_int("SLURM_STEP_ID", 0, env)
+    port = SLURM_PORT_BASE + (job * 7 + step) % SLURM_PORT_SPAN
+    return {
+        "RANK": str(_env_int("SLURM_PROCID", 0, env)),
+        "WORLD_SIZE": str(tasks),
+        "LOCAL_RANK": str(_env_int("SLURM_LOCALID", 0, env)),
+        "MASTER_ADDR": env.get("MASTER_ADDR") or first_host(nodelist),
+        "MASTER_PORT": env.get("MASTER_PORT") or str(port),
+    }
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Initialise torch.distributed from torchrun's environment, or from SLURM's under ``srun``
+    (:func:`slurm_environment`, copied into ``os.environ``), or a single-process context.
+
+    ``device``: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N". Distributed on
+    CUDA, each process takes ``cuda:LOCAL_RANK`` (``cuda:0`` when it sees a single GPU, as under
+    ``srun --gpus-per-task=1``); on the CPU the gloo backend is used.
+    """
+    os.environ.update(slurm_environment(dict(os.environ)))
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
@@ -94,7 +159,10 @@ def init_distributed(device: str = "auto") -> DistContext:
             dev = torch.device("cuda", torch.cuda.current_device())
         return DistContext(device=dev)
     if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
+        count = torch.cuda.device_count()
+        if local_rank >= count > 1:
+            raise ValueError(f"LOCAL_RANK {local_rank} but only {count} CUDA devices are visible")
+        dev = torch.device("cuda", local_rank if local_rank < count else 0)
         torch.cuda.set_device(dev)
         backend = "nccl"
     else:
