@@ -53,6 +53,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]
 import fairness_report  # noqa: E402  (the aggregation and figures, next to this script)
+import slurm_executor  # noqa: E402  (--executor slurm; submitit is imported only when used)
 
 from deep.runtime import CLIParser, DefaultsHelpFormatter  # noqa: E402  (light: no torch)
 
@@ -768,7 +769,8 @@ def data_sizes(args) -> dict:
 def canonical_command(argv: list[str]) -> str:
     """The benchmark's command without the options that only say where or how it runs."""
     local = {"--runs", "--out", "--jobs", "--max-hours", "--threads", "--device", "--readme"}
-    flags = {"--status", "--report-only"}
+    local |= slurm_executor.WHERE_OPTIONS
+    flags = {"--status", "--report-only", "--cancel"}
     kept, skip = [], False
     for arg in argv:
         if skip:
@@ -945,6 +947,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write the tables into this file's fairness-benchmark block (e.g. README.md)",
     )
+    slurm_executor.add_options(g)
     return p
 
 
@@ -982,6 +985,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if any(not t > 0 for t in args.tau_sweep):
         parser.error("--tau-sweep: every tau must be > 0")
     _check_names(parser, args)
+    slurm_executor.check_args(parser, args)
     resolve_out(parser, args)
     return args
 
@@ -1082,13 +1086,22 @@ def main(argv=None) -> int:
         _say(args.out_note)
     if args.status:
         print_status(store, rows, jobs)
+        if args.executor == "slurm":
+            slurm_executor.print_jobs(store, jobs)
         return 0
+    if args.cancel:
+        return slurm_executor.cancel(store, jobs)
     store.write_manifest()
     if not args.report_only and jobs:
         _say(f"{len(jobs)} jobs, {args.jobs} at a time; records in {store.records}")
         deadline = time.time() + 3600 * args.max_hours if args.max_hours else None
         stop_on_signals()
-        scheduler = Scheduler(store, jobs, args.jobs, deadline)
+        if args.executor == "slurm":
+            argv = list(sys.argv[1:] if argv is None else argv)
+            report = lambda: write_report(store)  # noqa: E731
+            scheduler = slurm_executor.SlurmScheduler(store, jobs, argv, report)
+        else:
+            scheduler = Scheduler(store, jobs, args.jobs, deadline)
         try:
             scheduler.run()
         except KeyboardInterrupt:
