@@ -24,6 +24,10 @@ Common behaviour:
 * Gradients are taken with ``torch.autograd.grad`` with respect to the input only: no parameter's
   ``.grad`` is touched. Losses are computed in float32, so attacks run under ``torch.autocast``.
 * No host synchronisation inside the loop (no ``.item()``, no branching on tensor values).
+* Inputs must lie in [0, 1] and budgets must mean something there (:func:`budget_problem`: an
+  l_inf eps below 1, an l_2 eps below the diameter sqrt(d) of [0, 1]^d); otherwise a ValueError
+  that suggests dividing by 255 (checked on the CPU; on accelerators an asynchronous device
+  assertion, so no host synchronisation is added).
 * ``generator`` (a ``torch.Generator``) makes the random start reproducible; the noise is drawn on
   the generator's device and moved to ``x``'s device, so a CPU generator gives the same start on
   any device.
@@ -31,7 +35,8 @@ Common behaviour:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -41,7 +46,9 @@ from torch import Tensor, nn
 __all__ = [
     "ATTACK_LOSSES",
     "NORMS",
+    "budget_problem",
     "check_norm",
+    "eps_limit",
     "cw_attack",
     "cw_margin",
     "pgd_attack",
@@ -85,6 +92,62 @@ def _check_input(x: Tensor) -> None:
         raise RuntimeError(
             "attacks need autograd and cannot run under torch.inference_mode(); use torch.no_grad()"
         )
+    _check_pixel_range(x)
+
+
+def _check_pixel_range(x: Tensor) -> None:
+    """Inputs on the [0, 1] pixel scale (a ValueError on the CPU, a device assertion elsewhere)."""
+    inside = (x >= 0).all() & (x <= 1).all()
+    if x.device.type != "cpu":
+        torch._assert_async(inside, "attack inputs must lie in [0, 1] (divide 0..255 by 255)")
+        return
+    if not bool(inside):
+        low, high = float(x.min()), float(x.max())
+        hint = "; images in 0..255 must be divided by 255 first" if high > 1 else ""
+        raise ValueError(f"x must hold pixels in [0, 1], got values in [{low:g}, {high:g}]{hint}")
+
+
+def eps_limit(norm: str, input_shape: Sequence[int]) -> float:
+    """The budget at which an attack covers every image of [0, 1]^d (d = prod(input_shape)):
+    l_inf 1 (the whole pixel range), l_2 the diameter sqrt(d) of the cube."""
+    d = math.prod(int(n) for n in input_shape)
+    return 1.0 if check_norm(norm) == "linf" else math.sqrt(d)
+
+
+def budget_problem(
+    eps: float, norm: str, input_shape: Sequence[int], name: str = "eps"
+) -> str | None:
+    """Why ``eps`` cannot be meant as a ``norm`` budget for inputs of ``input_shape`` (C, H, W) on
+    the [0, 1] scale, or None: an eps at or beyond :func:`eps_limit` (every image lies within it).
+    Where the value looks like pixel units (>= 1), the message suggests ``eps/255``."""
+    limit = eps_limit(norm, input_shape)
+    if not eps >= limit:
+        return None
+    shape = "x".join(str(int(n)) for n in input_shape)
+    if norm == "linf":
+        text = f"l_inf {name} {eps:g} is >= 1, the whole [0, 1] pixel range"
+    else:
+        d = math.prod(int(n) for n in input_shape)
+        text = (
+            f"l_2 {name} {eps:g} is at or beyond the l_2 diameter of [0, 1]^{d} "
+            f"({shape} inputs): sqrt({d}) = {limit:.4g}, so every image is within it"
+        )
+    text += "; budgets are on the [0, 1] pixel scale"
+    if eps >= 1:
+        text += f": for {eps:g} levels of 0..255 write {eps:g}/255 (e.g. 8/255)"
+    return text
+
+
+def _check_eps_limit(eps: float | Tensor, norm: str, x: Tensor) -> None:
+    limit = eps_limit(norm, x.shape[1:])
+    if isinstance(eps, Tensor):
+        if eps.device.type != "cpu":
+            torch._assert_async((eps < limit).all(), "eps beyond the input domain's range")
+            return
+        eps = float(eps.max())
+    problem = budget_problem(eps, norm, x.shape[1:])
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def _budget(value: float | Tensor, x: Tensor, name: str) -> float | Tensor:
@@ -252,6 +315,7 @@ def pgd_attack(
     norm = check_norm(norm)
     y = _check_labels(y, x)
     eps = _budget(eps, x, "eps")
+    _check_eps_limit(eps, norm, x)
     step_size = _budget(step_size, x, "step_size")
     steps = _check_steps(steps)
     if loss not in ATTACK_LOSSES:
@@ -302,6 +366,7 @@ def trades_attack(
     _check_input(x)
     norm = check_norm(norm)
     eps = _budget(eps, x, "eps")
+    _check_eps_limit(eps, norm, x)
     step_size = _budget(step_size, x, "step_size")
     steps = _check_steps(steps)
     x = x.detach()

@@ -25,6 +25,7 @@ and :func:`deep.metrics.frl_errors` to FRL's standard / boundary / robust errors
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -35,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from deep.attacks import NORMS, check_norm, pgd_attack
+from deep.attacks import NORMS, budget_problem, check_norm, pgd_attack
 from deep.checkpoint import CheckpointError, model_from_checkpoint, resolve_checkpoint
 from deep.data import (
     CIFAR10C_CORRUPTIONS,
@@ -64,13 +65,18 @@ from deep.results import (
 from deep.runtime import (
     CLIParser,
     add_threads_option,
+    all_or_nothing,
     apply_thread_policy,
+    budget_value,
+    check_output_dir,
     exit_on_interrupt,
+    format_budget,
     resolve_device,
 )
 
 __all__ = [
     "ATTACK_NAMES",
+    "DEFAULT_ATTACKS",
     "RESULT_KEYS",
     "CIFAR10C_SEVERITIES",
     "classwise_accuracy",
@@ -82,7 +88,10 @@ __all__ = [
     "check_budget",
     "check_common_options",
     "check_model_fits",
+    "load_cli_checkpoint",
     "load_cli_model",
+    "settings_from_checkpoint",
+    "training_config",
     "final_csv_text",
     "resolve_checkpoint",
     "write_final_json",
@@ -92,6 +101,8 @@ __all__ = [
 ]
 
 ATTACK_NAMES = ("clean", "pgd20", "cw20", "cw100", "aa")
+#: What :func:`evaluate_model` and ``python -m deep.evaluate`` run when not told.
+DEFAULT_ATTACKS = ("clean", "pgd20", "cw20", "aa")
 ATTACK_STEPS = 20
 #: Steps of each PGD-type attack (CW-100: FAAL supp. Fig. 4's evaluation).
 _PGD_STEPS = {"pgd20": ATTACK_STEPS, "cw20": ATTACK_STEPS, "cw100": 100}
@@ -123,14 +134,23 @@ def _normalise_attacks(attacks: Iterable[str]) -> list[str]:
     return [a for a in ATTACK_NAMES if a in chosen]
 
 
-def check_budget(eps: float, step_size: float, norm: str = "linf") -> tuple[float, float]:
-    """Validated ``(eps, step_size)`` on the [0, 1] pixel scale: l_inf eps in [0, 1], step in
-    (0, 1]; l_2 eps >= 0 and step > 0, both finite (an l_2 ball may exceed the unit cube)."""
+def check_budget(
+    eps: float, step_size: float, norm: str = "linf", input_shape: Sequence[int] | None = None
+) -> tuple[float, float]:
+    """Validated ``(eps, step_size)`` on the [0, 1] pixel scale: l_inf eps in [0, 1), step in
+    (0, 1]; l_2 eps >= 0 and step > 0, both finite. With ``input_shape`` (C, H, W), an l_2 eps at
+    or beyond the diameter sqrt(C H W) of [0, 1]^d is refused too
+    (:func:`deep.attacks.budget_problem`: such a ball holds every image)."""
     norm = check_norm(norm)
     eps, step_size = float(eps), float(step_size)
+    if input_shape is not None and eps == eps:
+        problem = budget_problem(eps, norm, input_shape)
+        if problem is not None:
+            raise ValueError(problem)
     if norm == "linf":
-        if not (0.0 <= eps <= 1.0):
-            raise ValueError(f"eps must be in [0, 1] (l_inf, pixel scale), got {eps}")
+        if not (0.0 <= eps < 1.0):
+            hint = f": for {eps:g} levels of 0..255 write {eps:g}/255" if eps >= 1 else ""
+            raise ValueError(f"eps must be in [0, 1) (l_inf, pixel scale), got {eps:g}{hint}")
         if not (0.0 < step_size <= 1.0):
             raise ValueError(f"step_size must be in (0, 1] (l_inf, pixel scale), got {step_size}")
     else:
@@ -246,7 +266,7 @@ def evaluate_model(
     split: ImageSplit,
     *,
     num_classes: int,
-    attacks: Sequence[str] = ("clean", "pgd20"),
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
     eps: float,
     step_size: float,
     batch_size: int = 256,
@@ -266,7 +286,8 @@ def evaluate_model(
         split: the images (uint8) and labels to evaluate.
         num_classes: C; every class must occur in ``split`` unless ``allow_empty``.
         attacks: names from :data:`ATTACK_NAMES` (``"clean"``, ``"pgd20"``, ``"cw20"``,
-            ``"cw100"``, ``"aa"``).
+            ``"cw100"``, ``"aa"``); by default :data:`DEFAULT_ATTACKS`, as the CLI (AutoAttack
+            included: minutes on a CPU for a full test set).
         eps, step_size: budget and PGD/CW step of the ``norm`` ball on the [0, 1] pixel scale.
         batch_size: images per forward/attack batch.
         device: where to run.
@@ -280,9 +301,26 @@ def evaluate_model(
     Returns:
         ``{result_key: classwise_accuracy(...)}`` in the order clean, pgd20, cw20, cw100,
         autoattack, result keys as in :data:`RESULT_KEYS` (``"aa"`` -> ``"autoattack"``).
+
+    Example (a model of :func:`deep.models.build_model`; for a trained one,
+    ``model, _ = deep.checkpoint.model_from_checkpoint("runs/<run>/best.pt")``)::
+
+        >>> from deep.data import load_dataset, stratified_subset
+        >>> from deep.evaluate import evaluate_model
+        >>> from deep.models import build_model
+        >>> data = load_dataset("digits")
+        >>> model = build_model("small-cnn", data.num_classes, in_channels=1, mean=data.mean,
+        ...                     std=data.std, image_size=data.image_size)
+        >>> test = stratified_subset(data.test, 5, seed=0)  # 5 images per class
+        >>> results = evaluate_model(model, test, num_classes=data.num_classes,
+        ...                          attacks=("clean", "pgd20"), eps=8 / 255, step_size=2 / 255)
+        >>> sorted(results), len(results["pgd20"]["per_class"])
+        (['clean', 'pgd20'], 10)
+        >>> results["pgd20"]["worst"] <= results["pgd20"]["average"]
+        True
     """
     names = _normalise_attacks(attacks)
-    eps, step_size = check_budget(eps, step_size, norm)
+    eps, step_size = check_budget(eps, step_size, norm, tuple(split.x.shape[1:]))
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if len(split) == 0:
@@ -463,7 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
         "directory (its best.pt)",
     )
     parser.add_argument(
-        "--dataset", required=True, choices=DATASET_NAMES, help="dataset the model was trained on"
+        "--dataset",
+        default=None,
+        choices=DATASET_NAMES,
+        help="dataset the model was trained on (default: the one the checkpoint's training "
+        "config names)",
     )
     parser.add_argument(
         "--data-dir",
@@ -479,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--attacks",
-        default="clean,pgd20,cw20,aa",
+        default=",".join(DEFAULT_ATTACKS),
         help=f"comma-separated subset of {','.join(ATTACK_NAMES)} "
         "(default: all; aa = AutoAttack standard)",
     )
@@ -504,21 +546,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
     parser.add_argument(
         "--norm",
-        default="linf",
+        default=None,
         choices=NORMS,
-        help="threat model of PGD-20, CW-20 and AutoAttack (default: linf)",
+        help="threat model of PGD-20, CW-20 and AutoAttack (default: the training run's, from "
+        "the checkpoint; else linf)",
     )
     parser.add_argument(
         "--eps",
-        type=float,
+        type=budget_value,
         default=None,
-        help="budget, [0,1] pixel scale (default: the dataset's; CIFAR l_inf 8/255, l_2 0.5)",
+        help="budget, [0,1] pixel scale, a number or a fraction such as 8/255 (default: the "
+        "training run's, from the checkpoint, at its norm; else the dataset's: CIFAR l_inf "
+        "8/255, l_2 0.5)",
     )
     parser.add_argument(
         "--step-size",
-        type=float,
+        type=budget_value,
         default=None,
-        help="PGD/CW step (default: l_inf the dataset's, 2/255 on CIFAR; l_2 eps/5)",
+        help="PGD/CW step, e.g. 2/255 (default: l_inf the dataset's, 2/255 on CIFAR; l_2 eps/5)",
     )
     parser.add_argument(
         "--seed",
@@ -580,15 +625,74 @@ def check_common_options(parser: argparse.ArgumentParser, args: argparse.Namespa
 def load_cli_model(parser: argparse.ArgumentParser, checkpoint) -> tuple[nn.Module, Path, dict]:
     """``(model, checkpoint file, model_config)`` for ``--checkpoint`` (a file or a run
     directory); exit 2 naming the file when it is missing, corrupt or does not fit."""
+    model, path, config, _ = load_cli_checkpoint(parser, checkpoint)
+    return model, path, config
+
+
+def load_cli_checkpoint(
+    parser: argparse.ArgumentParser, checkpoint
+) -> tuple[nn.Module, Path, dict, dict]:
+    """:func:`load_cli_model` and the training run's config (:func:`training_config`)."""
     try:
         path = resolve_checkpoint(checkpoint)
     except ValueError as exc:
         parser.error(f"--checkpoint: {exc}")
     try:
-        model, _ = model_from_checkpoint(path, map_location="cpu")
+        model, ckpt = model_from_checkpoint(path, map_location="cpu")
     except (CheckpointError, CheckpointMismatchError) as exc:
         parser.error(f"--checkpoint {path}: {exc}")
-    return model, path, dict(getattr(model, "model_config", {}) or {})
+    config = dict(getattr(model, "model_config", {}) or {})
+    return model, path, config, training_config(path, ckpt)
+
+
+def training_config(path: Path, ckpt: Mapping) -> dict:
+    """The deep.train configuration a checkpoint came from: its own ``"config"`` (best.pt,
+    last.pt), else the ``config.json`` of its run folder (ema.pt, fawa.pt); {} when neither."""
+    config = ckpt.get("config")
+    if isinstance(config, Mapping):
+        return dict(config)
+    beside = Path(path).parent / "config.json"
+    if beside.is_file() and (Path(path).parent / "last.pt").exists():
+        try:
+            loaded = json.loads(beside.read_text())
+        except (OSError, ValueError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+    return {}
+
+
+def settings_from_checkpoint(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    trained: Mapping,
+    names: Sequence[str],
+) -> None:
+    """Fill the options ``names`` (of dataset, norm, eps, sigma) left out with the training run's
+    values (``trained``), printing what was taken; an option given that differs from training
+    gets a note. ``--dataset`` is an error when neither gives it."""
+    taken, differ = [], []
+    for name in names:
+        given, value = getattr(args, name), trained.get(name)
+        if name == "eps" and trained.get("norm", "linf") != (args.norm or "linf"):
+            value = None  # a budget of another norm says nothing about this one
+        if value is None:
+            continue
+        if given is None:
+            setattr(args, name, value)
+            shown = format_budget(value) if name in ("eps", "sigma") else value
+            taken.append(f"--{name} {shown}")
+        elif given != value:
+            shown = (lambda v: format_budget(v)) if name in ("eps", "sigma") else (lambda v: v)
+            differ.append(f"--{name} {shown(given)} (training: {shown(value)})")
+    if taken:
+        print(f"from the checkpoint's training config: {', '.join(taken)}", flush=True)
+    if differ:
+        print(f"note: differs from the training run: {', '.join(differ)}", flush=True)
+    if "dataset" in names and args.dataset is None:
+        parser.error(
+            f"--dataset is needed: {args.checkpoint} does not say which data set it was trained "
+            f"on (choose from {', '.join(DATASET_NAMES)})"
+        )
 
 
 def check_model_fits(parser: argparse.ArgumentParser, checkpoint, config: Mapping, data) -> None:
@@ -614,6 +718,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
 def _main(argv: Sequence[str] | None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_output_dir(parser, args.out if args.out is not None else Path("runs"))
+    if args.out is not None:
+        try:
+            check_not_a_training_run(args.out)
+        except ValueError as exc:
+            parser.error(f"--out: {exc}")
 
     attacks = _parse_list(parser, args.attacks, "--attacks", ATTACK_NAMES)
     check_common_options(parser, args)
@@ -621,6 +731,9 @@ def _main(argv: Sequence[str] | None) -> dict:
     if args.cifar10c_dir is None and (args.corruptions or args.severities):
         parser.error("--corruptions/--severities need --cifar10c-dir")
     corruptions = severities = None
+    model, args.checkpoint, config, trained = load_cli_checkpoint(parser, args.checkpoint)
+    settings_from_checkpoint(parser, args, trained, ("dataset", "norm", "eps"))
+    args.norm = args.norm or "linf"
     if args.cifar10c_dir is not None:
         if args.dataset != "cifar10":
             parser.error(f"--cifar10c-dir needs --dataset cifar10, got {args.dataset}")
@@ -642,7 +755,6 @@ def _main(argv: Sequence[str] | None) -> dict:
             else list(CIFAR10C_SEVERITIES)
         )
 
-    model, args.checkpoint, config = load_cli_model(parser, args.checkpoint)
     apply_thread_policy(args.threads, device, config.get("name"))
 
     try:
@@ -653,9 +765,10 @@ def _main(argv: Sequence[str] | None) -> dict:
 
     eps, step_size = data.attack_budget(args.norm, args.eps, args.step_size)
     try:
-        eps, step_size = check_budget(eps, step_size, args.norm)
+        eps, step_size = check_budget(eps, step_size, args.norm, tuple(data.test.x.shape[1:]))
     except ValueError as exc:
         parser.error(f"--eps/--step-size: {exc}")
+    print(f"attacks: {args.norm} eps {format_budget(eps)}, step {format_budget(step_size)}")
 
     split = data.test
     if args.n_per_class is not None:
@@ -665,10 +778,13 @@ def _main(argv: Sequence[str] | None) -> dict:
             parser.error(exc.describe("--n-per-class"))
 
     out_dir = args.out if args.out is not None else _fresh_run_dir(args.dataset)
-    try:
-        check_not_a_training_run(out_dir)
-    except ValueError as exc:
-        parser.error(f"--out: {exc}")
+    with all_or_nothing(out_dir):  # final.json, final.csv and classwise.png, or nothing
+        return _evaluate(parser, args, model, config, data, split, out_dir, attacks, eps,
+                         step_size, device, corruptions, severities)  # fmt: skip
+
+
+def _evaluate(parser, args, model, config, data, split, out_dir: Path, attacks, eps, step_size,
+              device, corruptions, severities) -> dict:  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {out_dir}", flush=True)
     progress = not args.quiet

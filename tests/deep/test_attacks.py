@@ -324,3 +324,45 @@ def test_trades_attack_raises_kl(digits_model):
         kl_adv, kl_start = kl(model(x_adv)), kl(model(start))
     assert kl_adv.mean() > 100 * kl_start.mean()
     assert (kl_adv > kl_start).float().mean() > 0.95
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs and budgets that cannot be meant
+# --------------------------------------------------------------------------------------------
+def test_inputs_in_pixel_units_are_refused_with_a_hint():
+    model = LinearNet()
+    x = torch.rand(3, 1, 4, 4)
+    y = torch.tensor([0, 1, 2])
+    for attack in (
+        lambda x: pgd_attack(model, x, y, eps=0.1, step_size=0.02, steps=1),
+        lambda x: trades_attack(model, x, eps=0.1, step_size=0.02, steps=1),
+    ):
+        attack(x)  # in [0, 1]: fine
+        with pytest.raises(ValueError, match=r"\[0, 1\].*divided by 255"):
+            attack(x * 255)
+        with pytest.raises(ValueError, match=r"got values in \[-0\.4"):
+            attack(x.clamp(min=0.05) - 0.45)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_budgets_beyond_the_input_domain_are_refused(norm):
+    """l_inf: eps >= 1 covers the whole pixel range; l_2: eps >= sqrt(d), the diameter of [0, 1]^d
+    (here d = 16, diameter 4): the ball around any image holds every image."""
+    model = LinearNet()
+    x = torch.rand(3, 1, 4, 4)
+    y = torch.tensor([0, 1, 2])
+    limit = 1.0 if norm == "linf" else 4.0
+    corner_distance = torch.linalg.vector_norm(torch.ones(16), ord=float("inf") if norm == "linf"
+                                               else 2)  # fmt: skip
+    assert float(corner_distance) == limit  # the limit is the distance between opposite corners
+    below = limit * (1 - 1e-6)
+    pgd_attack(model, x, y, eps=below, step_size=0.1, steps=1, norm=norm)
+    for eps in (limit, 8.0):
+        with pytest.raises(ValueError, match="pixel scale") as exc:
+            pgd_attack(model, x, y, eps=eps, step_size=0.1, steps=1, norm=norm)
+        assert ("8/255" in str(exc.value)) == (eps >= 1)
+        if norm == "l2":
+            assert "diameter of [0, 1]^16 (1x4x4 inputs): sqrt(16) = 4" in str(exc.value)
+    per_sample = torch.tensor([0.1, 0.2, limit])
+    with pytest.raises(ValueError, match="pixel scale"):
+        trades_attack(model, x, eps=per_sample, step_size=0.1, steps=1, norm=norm)

@@ -59,7 +59,7 @@ def test_l2_pgd20_falls_with_eps_and_its_points_stay_in_the_ball(digits, tiny_cn
 
 def test_check_budget_per_norm():
     assert check_budget(2.0, 0.4, "l2") == (2.0, 0.4)
-    with pytest.raises(ValueError, match=r"eps must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"eps must be in \[0, 1\)"):
         check_budget(2.0, 0.4, "linf")
     with pytest.raises(ValueError, match="step_size must be finite and > 0"):
         check_budget(0.5, 0.0, "l2")
