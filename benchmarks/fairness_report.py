@@ -221,10 +221,55 @@ def build_json(args, inputs: dict) -> dict:
     total = sum(r["cpu_seconds"] for r in rows.values())
     return {
         "config": config,
+        "provenance": provenance_summary(rows_in),
         "cpu_hours": total / 3600,
         "rows": rows,
         "paired_differences": paired(rows_in, rows),
     }
+
+
+def provenance_summary(rows_in: dict) -> dict:
+    """Which package versions and git commits the records were made with: ``{"git_commits":
+    {commit: records}, "package_versions": [...], "dirty_records", "records_without_provenance"}``
+    (records made before provenance was stored count as without)."""
+    commits: dict[str, int] = {}
+    versions, dirty, without = set(), 0, 0
+    for entry in rows_in.values():
+        for record in entry["records"].values():
+            for made in (record.get("provenance"), record.get("autoattack_provenance")):
+                if made is None:
+                    continue
+                commit = made.get("git_commit") or "unknown"
+                commits[commit] = commits.get(commit, 0) + 1
+                versions.add(made.get("package_version"))
+                dirty += bool(made.get("dirty"))
+            without += "provenance" not in record
+    return {
+        "git_commits": dict(sorted(commits.items())),
+        "package_versions": sorted(v for v in versions if v),
+        "dirty_records": dirty,
+        "records_without_provenance": without,
+    }
+
+
+def provenance_note(report: dict) -> str:
+    """One sentence on the records' provenance (empty when one clean commit made them all)."""
+    made = report.get("provenance") or {}
+    commits, without = made.get("git_commits", {}), made.get("records_without_provenance", 0)
+    parts = []
+    if len(commits) > 1:
+        parts.append(
+            f"the records span {len(commits)} commits ("
+            + ", ".join(f"{c[:10]}: {k}" for c, k in commits.items())
+            + " runs or AutoAttacks)"
+        )
+    if without:
+        parts.append(
+            f"{without} records were made before the benchmark stored each record's commit"
+        )
+    if made.get("dirty_records"):
+        parts.append(f"{made['dirty_records']} were made with uncommitted changes")
+    return ("Provenance: " + "; ".join(parts) + ".") if parts else ""
 
 
 def _cell(stat: dict | None) -> str:
@@ -329,6 +374,8 @@ def build_markdown(report: dict) -> str:
         + f". Command: `{report['config']['command']}`",
         "",
     ]
+    if note := provenance_note(report):
+        lines += [note, ""]
     return "\n".join(lines)
 
 

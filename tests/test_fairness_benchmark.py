@@ -88,6 +88,18 @@ def test_benchmark_end_to_end_resumes_and_reports(tmp_path):
     # the fine-tuned runs started from their own seed's base checkpoint
     ft = json.loads((records / "pgd-at+faal-at" / "seed1.json").read_text())
     assert ft["argv"][ft["argv"].index("--seed") + 1] == "1"
+    # provenance: the commit and version it was made with, and the digest of its starting point
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    assert ft["provenance"]["git_commit"] == (head.stdout.strip() or None)
+    assert ft["provenance"]["package_version"] and "autoattack" not in ft
+    ft0 = json.loads((records / "pgd-at+faal-at" / "seed0.json").read_text())
+    assert ft0["autoattack_provenance"]["git_commit"] == ft["provenance"]["git_commit"]
+    init = Path(ft["provenance"]["init"]["path"])
+    import hashlib
+
+    assert ft["provenance"]["init"]["sha256"] == hashlib.sha256(init.read_bytes()).hexdigest()
+    assert init.parent.name.startswith("seed1-") and init.parent.parent.name == "pgd-at"
+    assert report["provenance"]["records_without_provenance"] == 0
     # paired differences against the base are the mean of per-seed differences
     diff = report["paired_differences"]["pgd-at+faal-at vs pgd-at"]["pgd20"]["worst"]
     a = [json.loads((records / "pgd-at+faal-at" / f"seed{s}.json").read_text()) for s in (0, 1)]
