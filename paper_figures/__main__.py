@@ -41,6 +41,7 @@ SCRIPTS: tuple[Script, ...] = (
     Script("theory_curves", "theory", "FRL Thm 1-2 / Cor. 1 as curves over eps and K"),
     Script("dro_weights", "theory", "FAAL Eq. 1-2 class weights vs tau; Thm 1 bound"),
     Script("frl_fig2", "sim", "FRL Figure 2 (boundaries, natural vs robust)"),
+    Script("frl_theorem3", "sim", "FRL App. A.3 Theorem 3 (D': robust / non-robust features)"),
     Script("frl_fig1", "deep", "FRL Figure 1 and Table 1 (class-wise errors, nat -> adv)"),
     Script("frl_fig3", "deep", "FRL Figure 3 (one class: upweight vs larger eps)"),
     Script("frl_tables", "deep", "FRL Tables 2-3 (avg / worst std, bndy, rob error)"),
