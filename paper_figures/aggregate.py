@@ -102,8 +102,10 @@ def render_table(
     title: str,
     col_width: float = 1.25,
     first_width: float = 2.6,
+    smoke_test: str | None = None,
 ) -> Path:
-    """Draw a table of strings as a PNG (header bold, every other row shaded)."""
+    """Draw a table of strings as a PNG (header bold, every other row shaded); ``smoke_test``
+    as in :func:`paper_figures.style.save_figure`."""
     width = first_width + col_width * (len(header) - 1)
     lines = textwrap.wrap(title, max(40, int(width * 14)))
     title_height = 0.18 * len(lines) + 0.1
@@ -131,7 +133,7 @@ def render_table(
             cell.set_text_props(ha="left")
     ax.text(0.5, 1.0 - 0.05 / height, "\n".join(lines), ha="center", va="top", fontsize=8.5,
             transform=ax.transAxes)  # fmt: skip
-    return save_figure(fig, path)
+    return save_figure(fig, path, smoke_test=smoke_test)
 
 
 def write_markdown(

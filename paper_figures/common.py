@@ -232,6 +232,24 @@ class Profile:
         """The final.json result shown as "AA": AutoAttack when evaluated, else CW-20."""
         return "autoattack" if self.autoattack else "cw20"
 
+    @property
+    def smoke_test(self) -> str | None:
+        """With ``--quick``: the banner text of its figures (data set and budget: a smoke run of
+        the pipeline, not a reproduction); None otherwise."""
+        if not self.quick:
+            return None
+        epochs = self.scratch_epochs
+        budget = [f"{self.dataset}", f"{len(self.seeds)} seed{'s' if len(self.seeds) > 1 else ''}"]
+        plural = "" if epochs == 1 else "s"
+        budget.append(f"{epochs} epoch{plural} from scratch" if epochs else "deep.train's epochs")
+        budget.append(f"FRL fine-tuning {self.frl_epochs} epochs, FAAL 2")
+        if self.train_per_class:
+            budget.append(f"{self.train_per_class} training images per class")
+        return (
+            f"SMOKE TEST (--quick: {', '.join(budget)}): checks that the pipeline runs; not a "
+            "reproduction. The papers' trends need the full budget."
+        )
+
     def describe(self) -> str:
         """One line for figure captions and CSV headers."""
         seeds = ",".join(str(s) for s in self.seeds)

@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None, *, figure: str) -> int:
     parser = build_parser(stem, f"FAAL supplement Figure {figure}: {FIGURES[figure]}.")
     args = parse_args(parser, argv, multi_seed=figure != "6")
     fig, header, rows = _BUILDERS[figure](_Context(args), stem)
-    png = save_figure(fig, args.out / f"{stem}.png")
+    png = save_figure(fig, args.out / f"{stem}.png", smoke_test=args.profile.smoke_test)
     csv_path = write_csv(args.out / f"{stem}.csv", header, rows)
     print(png)
     print(csv_path)

@@ -285,7 +285,8 @@ def main(argv: Sequence[str] | None = None, *, table: int | None = None) -> int:
     )
     md = write_markdown(header, cells, out / f"{stem}.md", title=title)
     col_width = 1.9 if len(profile.seeds) > 1 else 1.3
-    png = render_table(header, cells, out / f"{stem}.png", title=title, col_width=col_width)
+    png = render_table(header, cells, out / f"{stem}.png", title=title, col_width=col_width,
+                       smoke_test=profile.smoke_test)  # fmt: skip
     for p in (png, csv_path, md):
         print(p)
     return 0

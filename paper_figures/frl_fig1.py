@@ -97,7 +97,7 @@ def plot(finals, classes, stats, profile, path, *, title: str) -> None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     fig.suptitle(f"{title} — {profile.describe()}", fontsize=10)
-    save_figure(fig, path)
+    save_figure(fig, path, smoke_test=profile.smoke_test)
 
 
 def write_class_csv(path, finals, classes, stats):

@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{profile.describe()}",
         fontsize=10,
     )
-    png = save_figure(fig, args.out / f"{NAME}.png")
+    png = save_figure(fig, args.out / f"{NAME}.png", smoke_test=profile.smoke_test)
     csv_path = write_csv(
         args.out / f"{NAME}.csv",
         ["experiment", "ratio", "class", "error", "mean_pct", "std_pct", "seeds"],

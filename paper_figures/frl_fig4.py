@@ -170,7 +170,7 @@ def _plot(classes, stats, sigmas, profile, example: dict, path) -> None:
         f"n {example['n']}, {example['n_per_class']} images/class",
         fontsize=10,
     )
-    save_figure(fig, path)
+    save_figure(fig, path, smoke_test=profile.smoke_test)
 
 
 if __name__ == "__main__":

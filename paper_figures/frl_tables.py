@@ -89,7 +89,7 @@ def _plot(stats, profile, path) -> None:
         ax.set_title(f"{kind} error: average (light) / worst class (dark)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"FRL Tables 2-3 — {profile.describe()}", fontsize=10)
-    save_figure(fig, path)
+    save_figure(fig, path, smoke_test=profile.smoke_test)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,7 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         csv_rows,
     )
     md = write_markdown(header, table_rows, out / f"{NAME}.md", title=title)
-    table_png = render_table(header, table_rows, out / f"{NAME}_table.png", title=title)
+    table_png = render_table(
+        header, table_rows, out / f"{NAME}_table.png", title=title, smoke_test=profile.smoke_test
+    )
     png = out / f"{NAME}.png"
     _plot(stats, profile, png)
     for p in (png, table_png, csv_path, md):

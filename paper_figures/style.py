@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -22,6 +23,7 @@ __all__ = [
     "method_color",
     "method_label",
     "new_figure",
+    "mark_smoke_test",
     "save_figure",
     "class_ticks",
 ]
@@ -111,9 +113,24 @@ def new_figure(width: float, height: float, *, layout: str | None = "constrained
     return Figure(figsize=(width, height), layout=layout)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = DPI) -> Path:
-    """Write ``fig`` as a palette PNG (256 colours: small files; parents created); the path."""
+def mark_smoke_test(fig: Figure, text: str) -> None:
+    """A red banner above the figure saying it is a smoke test (``text``: the budget and data
+    set), so a ``--quick`` output is never read as a reproduction."""
+    width = max(30, int(fig.get_figwidth() * 13))
+    box = {"facecolor": "#fff0f0", "edgecolor": "#b00000", "boxstyle": "round"}
+    fig.text(0.5, 1.0, textwrap.fill(text, width), ha="center", va="bottom", fontsize=8.5,
+             color="#b00000", weight="bold", bbox=box)  # fmt: skip
+
+
+def save_figure(
+    fig: Figure, path: str | os.PathLike, *, dpi: int = DPI, smoke_test: str | None = None
+) -> Path:
+    """Write ``fig`` as a palette PNG (256 colours: small files; parents created); the path.
+    ``smoke_test``: stamp the figure as one first (:func:`mark_smoke_test`)."""
     from PIL import Image
+
+    if smoke_test:
+        mark_smoke_test(fig, smoke_test)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -525,3 +525,27 @@ def test_model_option_sets_the_architecture_of_every_run_from_scratch(monkeypatc
     monkeypatch.setattr(frl_tables, "main", lambda argv: seen.append(argv) or 0)
     assert dispatcher.run_all(["--model", "wrn-28-10", "--quiet"]) == 0
     assert seen and "wrn-28-10" == seen[0][seen[0].index("--model") + 1]
+
+
+def test_quick_figures_are_stamped_as_smoke_tests(tmp_path):
+    """A --quick profile's figures carry a banner naming the data set and the budget; full-budget
+    profiles get none (their PNGs are unchanged)."""
+    from PIL import Image
+
+    from paper_figures.common import Profile
+    from paper_figures.style import new_figure, save_figure
+
+    quick = Profile("digits", quick=True, train_per_class=12)
+    text = quick.smoke_test
+    assert text.startswith("SMOKE TEST") and "digits" in text and "4 epochs" in text
+    assert "12 training images per class" in text
+    assert Profile("cifar10").smoke_test is None
+    sizes = {}
+    for name, banner in (("plain", None), ("smoke", text)):
+        fig = new_figure(6.0, 3.0)
+        fig.add_subplot(1, 1, 1).plot([0, 1], [0, 1])
+        with Image.open(save_figure(fig, tmp_path / f"{name}.png", smoke_test=banner)) as im:
+            sizes[name] = im.size
+        labels = [t.get_text() for t in fig.texts]
+        assert any("SMOKE TEST" in s for s in labels) == (banner is not None)
+    assert sizes["smoke"][1] > sizes["plain"][1]  # the banner is drawn above the figure

@@ -384,6 +384,12 @@ def test_validation_split_comes_from_training_set_only(tmp_path):
     fit_rows = [bytes(r) for r in ds.train.x.reshape(len(ds.train), -1).numpy()]
     assert set(val_rows) <= train_rows and set(val_rows).isdisjoint(fit_rows)
     assert len(val_rows) + len(fit_rows) == len(x_tr)
+    # --val-per-class 0 (FAAL's setting: no held-out images): every training image is trained on
+    whole = load_dataset("cifar10", tmp_path, val_per_class=0, seed=2)
+    assert len(whole.val) == 0
+    assert sorted(bytes(r) for r in whole.train.x.reshape(len(x_tr), -1).numpy()) == sorted(
+        train_rows
+    )
 
 
 # ------------------------------------------------------------------------------------------------
