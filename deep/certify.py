@@ -51,7 +51,12 @@ from deep.data import (
     load_dataset,
     stratified_indices,
 )
-from deep.evaluate import check_common_options, check_model_fits, load_cli_model
+from deep.evaluate import (
+    check_common_options,
+    check_model_fits,
+    load_cli_checkpoint,
+    settings_from_checkpoint,
+)
 from deep.metrics import classwise_accuracy, summarise_per_class
 from deep.plots import plot_classwise
 from deep.progress import Progress, add_progress_options
@@ -60,7 +65,10 @@ from deep.runtime import (
     CLIParser,
     DefaultsHelpFormatter,
     add_threads_option,
+    all_or_nothing,
     apply_thread_policy,
+    budget_value,
+    check_output_dir,
     exit_on_interrupt,
     resolve_device,
 )
@@ -347,10 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="checkpoint file, or a deep.train run directory (its best.pt)",
     )
-    parser.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="data set")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        choices=DATASET_NAMES,
+        help="data set (default: the one the checkpoint's training config names)",
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="data folder")
     parser.add_argument(
-        "--sigma", required=True, type=float, help="noise std on the [0,1] pixel scale"
+        "--sigma",
+        default=None,
+        type=budget_value,
+        help="noise std on the [0,1] pixel scale, a number or a fraction such as 64/255 "
+        "(default: the training run's, for a --method gaussian-noise checkpoint)",
     )
     parser.add_argument("--n0", type=int, default=100, help="selection samples per image")
     parser.add_argument("--n", type=int, default=100_000, help="estimation samples per image")
@@ -379,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(parser, args) -> list[float]:
-    if not (math.isfinite(args.sigma) and args.sigma > 0):
+    if args.sigma is not None and not (math.isfinite(args.sigma) and args.sigma > 0):
         parser.error(f"--sigma must be a finite number > 0, got {args.sigma}")
     if args.n0 < 1 or args.n < 1:
         parser.error(f"--n0 and --n must be >= 1, got {args.n0} and {args.n}")
@@ -393,7 +410,13 @@ def _validate(parser, args) -> list[float]:
 
 
 def _load(parser, args):
-    model, args.checkpoint, config = load_cli_model(parser, args.checkpoint)
+    model, args.checkpoint, config, trained = load_cli_checkpoint(parser, args.checkpoint)
+    settings_from_checkpoint(parser, args, trained, ("dataset", "sigma"))
+    if args.sigma is None:
+        parser.error(
+            f"--sigma is needed: {args.checkpoint} was not trained with Gaussian noise "
+            "(--method gaussian-noise), so it names no noise level; e.g. --sigma 0.25"
+        )
     try:
         data = load_dataset(args.dataset, args.data_dir)
     except (DatasetError, ValueError) as exc:
@@ -436,6 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_output_dir(parser, args.out if args.out is not None else Path("runs"))
+    if args.out is not None:
+        try:
+            check_not_a_training_run(args.out)
+        except ValueError as exc:
+            parser.error(f"--out: {exc}")
     radii = _validate(parser, args)
     device = resolve_device(parser, args.device)
     model, config, data, split, indices = _load(parser, args)
@@ -444,10 +473,11 @@ def _main(argv: Sequence[str] | None) -> int:
     out = args.out or Path("runs") / (
         f"certify-{args.dataset}-sigma{args.sigma:g}-{datetime.now():%Y%m%d-%H%M%S}"
     )
-    try:
-        check_not_a_training_run(out)
-    except ValueError as exc:
-        parser.error(f"--out: {exc}")
+    with all_or_nothing(out):  # certify.json, certify.csv and certify.png, or nothing
+        return _certify_to(args, model, config, data, split, indices, radii, device, out)
+
+
+def _certify_to(args, model, config, data, split, indices, radii, device, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {out}", flush=True)
     generator = torch.Generator(device=device)
