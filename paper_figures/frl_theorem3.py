@@ -9,7 +9,8 @@ R_nat(f_rob; c) - R_nat(f_nat; c):
 * circles: the exact optimal linear classifiers, found numerically (``theory.features``
   ``FeatureMixture.optimal_linear``; equal to the printed formula for l_inf);
 * squares with 95% intervals: simulation, the natural and robust 0-1 ERM over w = (u 1_d, v 1_m), b
-  on samples of D' (``sim.features.fit_two_scale_erm``), evaluated on fresh samples;
+  on samples of D' (``sim.features.fit_two_scale_erm``), evaluated on fresh samples; mean and
+  Student-t interval over independent replicates (6 x 50,000 training points per point);
 * dotted: the exact l_2 optimum at the same eps (f_rob keeps the non-robust features; class -1's
   error falls).
 
@@ -27,12 +28,12 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
 
 from paper_figures.common import build_parser, parse_args, write_csv
 from paper_figures.runs import main_with_errors
 from paper_figures.style import BINARY_CLASS_COLORS, new_figure, save_figure
-from sim.evaluation import classwise_errors, count_errors
-from sim.features import fit_two_scale_erm, increase_with_ci, sample_block_sums
+from sim.features import fit_two_scale_erm, sample_block_sums
 from theory.features import FeatureMixture, theorem3_exact, theorem3_printed
 
 __all__ = ["increase_rows", "main"]
@@ -41,25 +42,39 @@ NAME = "frl_theorem3"
 CLASSES = ("-1", "+1")
 
 
-def _simulated_increase(mixture, eps, n_train, n_test, rng) -> dict:
-    """Increase per class (with intervals) of the two-scale 0-1 ERM, natural vs robust."""
+def _simulated_increase(mixture, eps, n_train, n_test, replicates, rng) -> dict:
+    """Increase per class of the two-scale 0-1 ERM, natural vs robust: the mean over
+    ``replicates`` independent training and test samples, with a 95% Student-t interval (so the
+    interval covers the training sample's variability as well as the test sample's)."""
     d, m = int(mixture.d), int(mixture.m)
-    s, y = sample_block_sums(mixture, n_train, rng)
-    s_te, y_te = sample_block_sums(mixture, n_test, rng)
-    tests = {}
-    for kind, e in (("natural", 0.0), ("robust", eps)):
-        clf = fit_two_scale_erm(s, y, d=d, m=m, eps=e)
-        score = clf.w[0] * s_te[:, 0] + clf.w[d] * s_te[:, 1] + clf.b
-        correct = y_te * score > 0
-        tests[kind] = classwise_errors(count_errors(y_te, correct, correct))
-    return increase_with_ci(tests["natural"], tests["robust"])
+    values = []
+    for _ in range(replicates):
+        s, y = sample_block_sums(mixture, n_train, rng)
+        s_te, y_te = sample_block_sums(mixture, n_test, rng)
+        err = {}
+        for kind, e in (("natural", 0.0), ("robust", eps)):
+            clf = fit_two_scale_erm(s, y, d=d, m=m, eps=e)
+            wrong = y_te * (clf.w[0] * s_te[:, 0] + clf.w[d] * s_te[:, 1] + clf.b) <= 0
+            err[kind] = np.array([wrong[y_te == c].mean() for c in (-1, 1)])
+        values.append(err["robust"] - err["natural"])
+    values = np.array(values)
+    mean = values.mean(axis=0)
+    half = stats.t.ppf(0.975, replicates - 1) * values.std(axis=0, ddof=1) / np.sqrt(replicates)
+    return {
+        c: {"value": float(mean[i]), "ci_low": float(mean[i] - half[i]),
+            "ci_high": float(mean[i] + half[i])}
+        for i, c in enumerate(CLASSES)
+    }  # fmt: skip
 
 
-def increase_rows(base: dict, m_grid, gamma_grid, *, n_train: int, n_test: int, seed: int = 0):
+def increase_rows(
+    base: dict, m_grid, gamma_grid, *, n_train: int, n_test: int, replicates: int, seed: int = 0
+):
     """Rows (sweep, m, gamma, class, printed, exact, exact_l2, sim, ci_low, ci_high).
 
     ``base``: d, m, eta, gamma, sigma, K, eps; the "m" sweep varies m over ``m_grid``, the "gamma"
-    sweep gamma over ``gamma_grid``. ``n_train`` / ``n_test``: samples of D' per point.
+    sweep gamma over ``gamma_grid``. ``n_train`` / ``n_test``: samples of D' per point and
+    replicate (at least 2 replicates).
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -71,7 +86,7 @@ def increase_rows(base: dict, m_grid, gamma_grid, *, n_train: int, n_test: int, 
         exact = theorem3_exact(*args)[0].increase
         exact_l2 = theorem3_exact(*args, norm="l2")[0].increase
         mixture = FeatureMixture(*args[:-1])
-        sim = _simulated_increase(mixture, p["eps"], n_train, n_test, rng)
+        sim = _simulated_increase(mixture, p["eps"], n_train, n_test, replicates, rng)
         for i, c in enumerate(CLASSES):
             rows.append(
                 (sweep, p["m"], p["gamma"], c, float(printed[i]), float(exact[i]),
@@ -91,8 +106,9 @@ def _plot(rows, base: dict, path, smoke_test) -> None:
             v = 100.0 * np.array([r[4:10] for r in sel])
             ax.plot(x, v[:, 0], "-", color=col, lw=1.5, label=f"class {c}: paper's formula")
             ax.plot(x, v[:, 1], "o", color=col, mfc="none", ms=7, label=f"class {c}: exact optimum")
-            ax.errorbar(x, v[:, 3], yerr=[v[:, 3] - v[:, 4], v[:, 5] - v[:, 3]], fmt="s", ms=3,
-                        color=col, capsize=2, label=f"class {c}: simulation (95% CI)")  # fmt: skip
+            yerr = [v[:, 3] - v[:, 4], v[:, 5] - v[:, 3]]
+            ax.errorbar(x, v[:, 3], yerr=yerr, fmt="s", ms=3, color=col, capsize=2,
+                        label=f"class {c}: simulation (ERM, 95% CI)")  # fmt: skip
             ax.plot(x, v[:, 2], ":", color=col, lw=1.2, label=f"class {c}: exact, l_2 budget")
         ax.axhline(0.0, color="black", lw=0.6)
         ax.grid(alpha=0.3)
@@ -140,11 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.eta}"
         )
     base = {k: getattr(args, k) for k in ("d", "m", "eta", "gamma", "sigma", "K", "eps")}
-    points = 6 if args.quick else 10
+    points, reps = (4, 3) if args.quick else (10, 6)
     m_grid = np.unique(np.round(np.geomspace(1, 500, points) * args.d).astype(int))
     gamma_grid = np.linspace(0.05, 0.95, points) * args.eps
-    n_train, n_test = (10_000, 20_000) if args.quick else (100_000, 400_000)
-    rows = increase_rows(base, m_grid, gamma_grid, n_train=n_train, n_test=n_test, seed=args.seed)
+    n_train, n_test = (10_000, 20_000) if args.quick else (50_000, 100_000)
+    rows = increase_rows(base, m_grid, gamma_grid, n_train=n_train, n_test=n_test,
+                         replicates=reps, seed=args.seed)  # fmt: skip
     csv_path = write_csv(
         args.out / f"{NAME}.csv",
         ["sweep", "m", "gamma", "class", "printed", "exact", "exact_l2", "sim", "sim_ci_low",
@@ -153,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     png = args.out / f"{NAME}.png"
     smoke = (
-        f"--quick: a smoke test ({n_train} training / {n_test} test samples per point)"
+        f"--quick: a smoke test ({reps} x {n_train} training / {n_test} test samples per point)"
         if args.quick
         else None
     )

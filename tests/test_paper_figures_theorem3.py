@@ -17,8 +17,8 @@ def test_frl_theorem3_quick(tmp_path):
                                        "sim_ci_high")}  # fmt: skip
         assert abs(v["printed"] - v["exact"]) < 1e-9  # l_inf: the printed forms are exact
         assert v["sim_ci_low"] <= v["sim"] <= v["sim_ci_high"]
-        # the ERM on 10,000 samples is near the optimum: within its interval plus 0.05
-        assert v["sim_ci_low"] - 0.05 < v["exact"] < v["sim_ci_high"] + 0.05
+        # the simulation's interval (3 replicates of train + test) covers the exact increase
+        assert v["sim_ci_low"] - 0.005 < v["exact"] < v["sim_ci_high"] + 0.005
         points.setdefault((r["sweep"], r["m"], r["gamma"]), {})[r["class"]] = v
     for p in points.values():
         assert p["+1"]["exact"] > p["-1"]["exact"]  # Eq. 20

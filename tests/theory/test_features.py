@@ -310,3 +310,22 @@ def test_budget_validation():
         theorem3_printed(2, 10, 1.0, 0.2, 1.0, 1.0, 0.5)
     with pytest.raises(ValueError, match="shape"):
         mix.linear_errors(np.ones(3), 0.0)
+
+
+@settings(max_examples=15)
+@given(domains())
+def test_linf_robust_optimum_above_the_budget(params):
+    """gamma > eps (outside Eq. 19): each coordinate contributes |w_i| (theta_i - eps) at best
+    (Hoelder), so f_rob's direction is (theta - eps)_+ and it uses both kinds of feature."""
+    d, m, eta, gamma, sigma, K, eps = params
+    gamma = eps + 0.5 * (eta - eps)  # between the budget and eta
+    rob = FeatureMixture(d, m, eta, gamma, sigma, K).optimal_linear(eps, "linf")
+    assert float(rob.ratio) == pytest.approx((gamma - eps) / (eta - eps), rel=1e-5, abs=1e-7)
+
+
+def test_eq20_is_an_equality_at_K_1():
+    """Equal class variances: both classes' errors change by the same amount (no strict Eq. 20)."""
+    errs, _, _ = theorem3_exact(2, 30, 1.0, 0.2, 1.0, 1.0, 0.5)
+    minus, plus = errs.increase
+    assert plus == pytest.approx(minus, abs=1e-12)
+    assert minus > 0  # at this m gamma^2 adversarial training raises both
