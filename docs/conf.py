@@ -45,7 +45,8 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_heading_anchors = 3
 myst_dmath_double_inline = True
 
-autodoc_default_options = {"members": True, "member-order": "bysource"}
+# every API page names :members: itself (a default "members" would override a page's list)
+autodoc_default_options = {"member-order": "bysource"}
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented"
 autodoc_mock_imports: list[str] = []

@@ -313,7 +313,7 @@ def fit_logistic_robust(
     """Robust logistic regression: minimise the exact worst-case logistic loss (see
     :func:`robust_logistic_loss`; l2: margin minus ``eps ||w||_2``) with L-BFGS-B.
 
-    ``class_weights`` (w_-, w_+) multiply each sample's loss by ``2 w_{y_i}`` (so (0.5, 0.5) is
+    ``class_weights`` ``(w_-, w_+)`` multiply each sample's loss by ``2 w_{y_i}`` (so (0.5, 0.5) is
     unweighted); ``class_eps`` gives a per-class budget (FRL Remargin). Starts from ``init`` or the
     natural scikit-learn fit.
     """

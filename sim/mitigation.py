@@ -10,7 +10,7 @@ projections. Methods (names as in :data:`MITIGATIONS`):
   code runs it. Starting from the plain robust model, each round evaluates class-wise
   standard errors ``e_c`` and boundary errors ``b_c`` (at eps) on a validation sample, updates the
   multipliers from the gaps ``g0_c = e_c - mean(e) - delta0``, ``g1_c = b_c - mean(b) - delta1``,
-  and retrains:
+  and retrains::
 
       Reweight:  lambda0 <- N(lambda0 + a1 g0),  lambda1 <- N(lambda1 + 2 a1 g1)
                  (N: clip at 0, then rescale to sum ``lim`` if the sum exceeds it),

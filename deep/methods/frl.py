@@ -91,7 +91,7 @@ class FRLWeighting(_TwoTermWeighting):
       w_c = 1/C + lambda_c - (1/C) sum_j lambda_j (w0 from lambda0 for the natural CE term, w1 from
       lambda1 for the boundary / KL term);
     - Remargin ("rm", "rwrm"): lambda2 <- lambda2 + a2 g1 (unclipped);
-      eps_c = base_eps * clamp(exp(2 lambda2_c), *eps_clamp), then min(eps_c, eps_cap).
+      ``eps_c = base_eps * clamp(exp(2 lambda2_c), *eps_clamp)``, then ``min(eps_c, eps_cap)``.
 
     ``update_from_validation(..., rate_scale=s)`` multiplies a1 and a2 by s (the paper decays them
     by 0.1 every 40 epochs). The training loss is :meth:`trades_loss`;
