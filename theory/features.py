@@ -408,7 +408,8 @@ def _best_t(r, K):
     a, b = grid[max(j - 1, 0)], grid[min(j + 1, _T_GRID - 1)]
     if _log_density_ratio(a, r, K) < 0 < _log_density_ratio(b, r, K):
         # the derivative of the risk changes sign in [a, b]: find its zero to full precision
-        t = brentq(_log_density_ratio, a, b, args=(r, K), xtol=1e-300, rtol=1e-15)
+        xtol = 1e-15 * (1.0 + abs(r))
+        t = brentq(_log_density_ratio, a, b, args=(r, K), xtol=xtol, rtol=1e-15, maxiter=500)
         return float(t), float(_log_risk(t, r, K))
     res = minimize_scalar(
         _log_risk, bounds=(a, b), args=(r, K), method="bounded", options={"xatol": 1e-13}
