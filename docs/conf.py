@@ -76,4 +76,5 @@ html_theme_options = {
     "footer_end": [],
 }
 html_sidebars = {"index": []}
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]

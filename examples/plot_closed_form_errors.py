@@ -17,8 +17,8 @@ from theory.gaussian import Mixture, theorem1_errors, theorem2_errors
 d, eta, sigma = 10, 0.5, 1.0
 
 # %%
-# Standard error of each class for the optimal robust classifier, as the budget grows
-# ---------------------------------------------------------------------------------------
+# The robust classifier's class errors as the budget grows
+# --------------------------------------------------------
 # At eps = 0 the robust classifier is the natural one. The closed forms of ``Mixture`` agree with
 # the paper's Theorem 2 as printed.
 K = 2.0
@@ -30,8 +30,8 @@ paper_minus, paper_plus = theorem2_errors(d, eta, sigma, K, eps[1:])
 assert np.allclose(err_minus[1:], paper_minus) and np.allclose(err_plus[1:], paper_plus)
 
 # %%
-# Standard error of each class as the variance ratio K grows, at a fixed budget
-# -----------------------------------------------------------------------------
+# Natural vs robust as the variance ratio K grows
+# -----------------------------------------------
 Ks = np.linspace(1.0, 4.0, 61)
 grid = Mixture(d=d, eta=eta, sigma=sigma, K=Ks)
 nat = grid.standard_errors(grid.natural_intercept())
