@@ -427,7 +427,15 @@ def dro_value(losses, tau, *, prior=None, direction="forward", validate=None):
     """The DRO objective L_FAAL = sum_c w*_c l_c of FAAL Eq. 1 (same arguments as
     :func:`solve_kl_dro`).  It upper-bounds the prior mean of the losses and is non-decreasing in
     tau.  For torch input the value keeps its gradient with respect to ``losses`` (equal to w* by
-    Danskin's theorem); shape ``losses.shape[:-1]``."""
+    Danskin's theorem).
+
+    Args:
+        losses, tau, prior, direction, validate: as for :func:`solve_kl_dro`.
+
+    Returns:
+        The value, shape ``losses.shape[:-1]``: numpy float64 for numpy input, a tensor of the
+        input's dtype and device (with gradient) for torch input.
+    """
     weights = solve_kl_dro(losses, tau, prior=prior, direction=direction, validate=validate)
     if _is_torch(losses):
         return (weights.to(losses.dtype) * losses).sum(dim=-1)
@@ -736,6 +744,19 @@ def solve_kl_dro_cvxpy(losses, tau, *, prior=None, direction="forward", solver=N
     states it: maximize l @ w s.t. sum(kl_div(p, w)) <= tau (forward) or
     sum(kl_div(w, p)) <= tau (reverse), sum(w) = 1, w >= 0.  The problem is rebuilt per row.
     For tests and benchmarks only; accuracy is the conic solver's (~1e-7), not machine precision.
+
+    Args:
+        losses: array_like, shape (..., C).
+        tau: KL budget, a float >= 0.
+        prior: reference distribution, shape (C,); default uniform.
+        direction: ``"forward"`` or ``"reverse"``, as for :func:`solve_kl_dro`.
+        solver: a cvxpy solver name; default CLARABEL when installed, else SCS.
+
+    Returns:
+        The weights, float64 of the shape of ``losses``, each row on the simplex.
+
+    Raises:
+        ValueError: for bad input (as :func:`solve_kl_dro`); RuntimeError if the solver fails.
     """
     import cvxpy as cp
 
@@ -791,7 +812,19 @@ def coverage_lower_bound(n, C, tau):  # noqa: N803 (C is the paper's symbol)
         Pr(KL(P_hat_n || P) <= tau) >= max(0, 1 - (n + 1)^C e^{-n tau}),
 
     so the DRO value of Eq. 1 upper-bounds the true mean loss with at least this probability.
-    Evaluated in log space; ``tau`` may be a scalar or an array (>= 0, finite)."""
+    Evaluated in log space.
+
+    Args:
+        n: number of samples, a positive integer.
+        C: number of classes, an integer >= 2.
+        tau: KL budget, a scalar or an array (>= 0, finite).
+
+    Returns:
+        The bound in [0, 1): a float for scalar tau, else a float64 array of tau's shape.
+
+    Raises:
+        ValueError: naming the argument that is out of range.
+    """
     _check_n_c(n, C)
     tau_arr = _as_float_array(tau, "tau")
     if not np.all(np.isfinite(tau_arr)) or np.any(tau_arr < 0):
@@ -803,7 +836,19 @@ def coverage_lower_bound(n, C, tau):  # noqa: N803 (C is the paper's symbol)
 
 def tau_for_coverage(coverage, n, C):  # noqa: N803
     """Smallest tau with ``coverage_lower_bound(n, C, tau) >= coverage``:
-    tau = (C log(n + 1) - log(1 - coverage)) / n  (inverse of FAAL Theorem 1's bound)."""
+    tau = (C log(n + 1) - log(1 - coverage)) / n  (inverse of FAAL Theorem 1's bound).
+
+    Args:
+        coverage: the wanted probability, in (0, 1).
+        n: number of samples, a positive integer.
+        C: number of classes, an integer >= 2.
+
+    Returns:
+        tau, a float (rounded up so that the bound really reaches ``coverage``).
+
+    Raises:
+        ValueError: naming the argument that is out of range.
+    """
     _check_n_c(n, C)
     if isinstance(coverage, bool) or not isinstance(coverage, numbers.Real):
         raise ValueError(f"coverage must be a number in (0, 1), got {coverage!r}")

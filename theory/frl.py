@@ -58,7 +58,17 @@ FRL_RULE_RATES = {"official": (0.05, 0.2), "paper": (0.05, 0.05)}
 
 
 def check_rule(rule: str) -> str:
-    """``rule`` if it is one of :data:`FRL_RULES`, else ValueError."""
+    """``rule`` if it is one of :data:`FRL_RULES`.
+
+    Args:
+        rule: ``"official"`` or ``"paper"``.
+
+    Returns:
+        ``rule`` unchanged.
+
+    Raises:
+        ValueError: for any other value.
+    """
     if rule not in FRL_RULES:
         raise ValueError(f"rule must be one of {FRL_RULES}, got {rule!r}")
     return rule
@@ -82,14 +92,32 @@ def fairness_gaps(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(g0, g1)``: how far each class's standard / boundary error exceeds the class mean plus the
     tolerance (FRL Eq. 9 constraints ``R_nat(f, c) - R_nat(f) <= tau1``, ``R_bndy(f, c) - R_bndy(f)
-    <= tau2``)."""
+    <= tau2``).
+
+    Args:
+        std_err: class-wise standard errors e_c, shape (C,).
+        bndy_err: class-wise boundary errors b_c (FRL Eq. 7), shape (C,).
+        delta0, delta1: the tolerances (FRL's tau1, tau2).
+
+    Returns:
+        ``(g0, g1)``, float64 arrays of shape (C,): ``e_c - mean(e) - delta0`` and
+        ``b_c - mean(b) - delta1``.
+    """
     e = np.asarray(std_err, dtype=np.float64)
     b = np.asarray(bndy_err, dtype=np.float64)
     return e - e.mean() - delta0, b - b.mean() - delta1
 
 
 def project_multipliers(lam: np.ndarray, lim: float) -> np.ndarray:
-    """FRL's normalisation ``N``: clip at 0, then rescale the sum to ``lim`` if it exceeds it."""
+    """FRL's normalisation ``N``: clip at 0, then rescale the sum to ``lim`` if it exceeds it.
+
+    Args:
+        lam: multipliers, shape (C,).
+        lim: the largest allowed sum, > 0.
+
+    Returns:
+        The projected multipliers, float64 of shape (C,), all >= 0 with sum <= ``lim``.
+    """
     lam = np.maximum(np.asarray(lam, dtype=np.float64), 0.0)
     total = lam.sum()
     return lam * (lim / total) if total > lim else lam
@@ -100,6 +128,13 @@ def multiplier_weights(lam: np.ndarray, rule: str = "official") -> np.ndarray:
 
     ``rule="paper"``: weights below 0 (possible without the official normalisation) are set to 0
     and the others rescaled to sum 1.
+
+    Args:
+        lam: multipliers, shape (C,).
+        rule: ``"official"`` or ``"paper"``.
+
+    Returns:
+        The class weights, float64 of shape (C,), summing to 1.
     """
     check_rule(rule)
     lam = np.asarray(lam, dtype=np.float64)
@@ -128,6 +163,22 @@ def update_multipliers(
     ``mode`` "rw" updates ``lambda0, lambda1`` (Reweight), "rm" updates ``lambda2`` (Remargin),
     "rwrm" both; the others are returned unchanged. ``rule`` picks the official or the printed
     update (module docstring); ``lim`` is used by the official rule only.
+
+    Args:
+        multipliers: the current :class:`Multipliers`.
+        std_err: class-wise validation standard errors, shape (C,).
+        bndy_err: class-wise validation boundary errors (FRL Eq. 7), shape (C,).
+        mode: ``"rw"``, ``"rm"`` or ``"rwrm"``.
+        delta0, delta1: the fairness tolerances (FRL's tau1, tau2).
+        alpha1, alpha2: the Reweight and Remargin rates, finite and >= 0.
+        lim: the official rule's cap on the sum of each multiplier vector, > 0.
+        rule: ``"official"`` or ``"paper"``.
+
+    Returns:
+        The updated :class:`Multipliers`.
+
+    Raises:
+        ValueError: naming a bad ``mode``, ``rule``, rate or ``lim``.
     """
     check_rule(rule)
     if mode not in FRL_MODES:
@@ -165,7 +216,18 @@ def remargin_eps(
 ) -> np.ndarray:
     """Per-class budgets ``eps_c = base_eps clamp(exp(2 lambda2_c), *clamp)``, then ``min(., cap)``
     (FRL Remargin, §4.3); ``rule="paper"``: ``eps_c = base_eps exp(lambda2_c)`` (Eq. 11, no
-    clamp), then ``min(., cap)``."""
+    clamp), then ``min(., cap)``.
+
+    Args:
+        base_eps: the data set's budget.
+        lambda2: the Remargin multipliers, shape (C,).
+        clamp: ``(low, high)`` bounds of the official rule's factor.
+        cap: the largest per-class budget (FRL: 16/255 on CIFAR-10); None for no cap.
+        rule: ``"official"`` or ``"paper"``.
+
+    Returns:
+        The per-class budgets, float64 of shape (C,).
+    """
     lam2 = np.asarray(lambda2, dtype=np.float64)
     if check_rule(rule) == "paper":
         factor = np.exp(lam2)

@@ -281,8 +281,15 @@ class Mixture:
     inputs are scalars). Classifiers are f(x) = sign(1.x + b) (FRL Lemmas 1-2: the optimal natural
     and robust linear classifiers have w = 1).
 
-    Raises ValueError naming the parameter unless d is a positive integer, eta > 0, sigma > 0,
-    K >= 1, all finite.
+    Args:
+        d: dimension (a positive integer).
+        eta: class-mean offset per coordinate, > 0 (the means are -eta 1 and +eta 1).
+        sigma: standard deviation of class -1, > 0.
+        K: ratio of class +1's standard deviation to class -1's, >= 1.
+
+    Raises:
+        ValueError: naming the parameter unless d is a positive integer, eta > 0, sigma > 0,
+            K >= 1, all finite, and the four broadcast against each other.
     """
 
     def __init__(self, d, eta, sigma, K):
@@ -344,6 +351,9 @@ class Mixture:
         """b_nat of FRL Eq. 5 (Theorem 1 proof, Eq. 15): minimiser of the average standard error.
 
         Evaluated in the conjugate form (see ``g``); b_nat = 0 at K = 1.
+
+        Returns:
+            b_nat, float64 of the mixture's shape.
         """
         return _scalar_or_array(_intercept(self._margin_mean(), self._scale(), self.K))
 
@@ -352,6 +362,16 @@ class Mixture:
 
         l_inf: b_rob = g(eta - eps), 0 <= eps < eta. l_2: the worst perturbation moves 1.x by
         sqrt(d) eps instead of d eps, so b_rob = g(eta - eps / sqrt(d)), 0 <= eps < sqrt(d) eta.
+
+        Args:
+            eps: the budget (float, or an array broadcast with the mixture's parameters).
+            norm: ``"linf"`` or ``"l2"``.
+
+        Returns:
+            b_rob, float64.
+
+        Raises:
+            ValueError: if eps is outside its range for the norm, or norm is unknown.
         """
         eps, norm = self._validated_eps(eps, norm)
         return _scalar_or_array(_intercept(self._margin_mean(eps, norm), self._scale(), self.K))
@@ -364,6 +384,13 @@ class Mixture:
         R_nat(f, -1) = Phi((b - d eta) / (sqrt(d) sigma)),
         R_nat(f, +1) = Phi((-b - d eta) / (sqrt(d) K sigma)).
         With ``log=True`` the natural logarithms (log_ndtr; finite where the errors underflow).
+
+        Args:
+            b: the intercept (float, or an array broadcast with the mixture's parameters).
+            log: return log-errors.
+
+        Returns:
+            ``(err_minus, err_plus)``, float64 each.
         """
         z_minus, z_plus = self._class_arguments(b)
         cdf = log_ndtr if log else ndtr
@@ -374,6 +401,15 @@ class Mixture:
 
         The worst perturbation moves 1.x by eps ||1||_* toward the wrong side: d eps (l_inf) or
         sqrt(d) eps (l_2); so d eta is replaced by d eta - eps ||1||_* in ``standard_errors``.
+
+        Args:
+            b: the intercept (float, or an array broadcast with the mixture's parameters).
+            eps: the budget, 0 <= eps < eta (l_inf) or < sqrt(d) eta (l_2).
+            norm: ``"linf"`` or ``"l2"``.
+            log: return log-errors.
+
+        Returns:
+            ``(err_minus, err_plus)``, float64 each.
         """
         eps, norm = self._validated_eps(eps, norm)
         z_minus, z_plus = self._class_arguments(b, eps, norm)
@@ -385,6 +421,14 @@ class Mixture:
 
         The probability that a correctly classified point lies within eps of the boundary: a normal
         interval probability, evaluated without subtracting the two CDF values.
+
+        Args:
+            b: the intercept (float, or an array broadcast with the mixture's parameters).
+            eps: the budget, as for ``robust_errors``.
+            norm: ``"linf"`` or ``"l2"``.
+
+        Returns:
+            ``(bndy_minus, bndy_plus)``, float64 each, accurate even when tiny.
         """
         eps, norm = self._validated_eps(eps, norm)
         z_minus, z_plus = self._class_arguments(b)
@@ -404,6 +448,12 @@ def q(K):
     """q(K) = 2 log K / (K^2 - 1) (FRL Theorem 1, Eq. 3); q(1) = 1 (the limit), decreasing in K.
 
     Evaluated as [log1p(K - 1) / (K - 1)] * 2 / (K + 1), which is accurate as K -> 1.
+
+    Args:
+        K: the standard-deviation ratio, >= 1 (float or array).
+
+    Returns:
+        q(K), float64.
     """
     return _scalar_or_array(_q_stable(_check_K(K)))
 
@@ -417,6 +467,13 @@ def g(d, eta, sigma, K):
             / [(K^2 + 1) a + K sqrt(4 a^2 + 2 (K^2 - 1) log K)].
 
     No cancellation as K -> 1, g = 0 at K = 1; g > 0 exactly when a^2 > K^2 q(K).
+
+    Args:
+        d, eta, sigma, K: the mixture's parameters, as for :class:`Mixture` (pass eta - eps for
+            b_rob).
+
+    Returns:
+        g, float64 (broadcast shape of the arguments).
     """
     return Mixture(d, eta, sigma, K).natural_intercept()
 
@@ -427,6 +484,13 @@ def eq5_intercept(d, eta, sigma, K):
         g(eta) = (K^2 + 1)/(K^2 - 1) d eta - K sqrt(4 d^2 eta^2 / (K^2 - 1)^2 + d sigma^2 q(K)).
 
     Loses all precision as K -> 1 (difference of two terms of size ~ d eta / (K - 1)); use ``g``.
+
+    Args:
+        d, eta, sigma: as for :class:`Mixture`.
+        K: > 1 (the printed form is 0/0 at K = 1).
+
+    Returns:
+        The printed Eq. 5, float64.
     """
     d, eta, sigma, K = (
         _check_d(d),
@@ -442,7 +506,15 @@ def eq5_intercept(d, eta, sigma, K):
 
 
 def theorem1_A(d, eta, sigma, K):
-    """A = 2 / (K^2 - 1) * sqrt(d) eta / sigma (FRL Theorem 1, as printed; K > 1)."""
+    """A = 2 / (K^2 - 1) * sqrt(d) eta / sigma (FRL Theorem 1, as printed; K > 1).
+
+    Args:
+        d, eta, sigma: as for :class:`Mixture`.
+        K: > 1.
+
+    Returns:
+        A, float64.
+    """
     d, eta, sigma, K = (
         _check_d(d),
         _check_positive(eta, "eta"),
@@ -457,6 +529,13 @@ def theorem1_errors(d, eta, sigma, K):
 
     R_nat(f_nat, -1) = Phi(A - K sqrt(A^2 + q(K))),
     R_nat(f_nat, +1) = Phi(-K A + sqrt(A^2 + q(K))).
+
+    Args:
+        d, eta, sigma: as for :class:`Mixture`.
+        K: > 1.
+
+    Returns:
+        ``(err_minus, err_plus)``, float64 each.
     """
     A = np.asarray(theorem1_A(d, eta, sigma, K))
     K = np.asarray(K, dtype=np.float64)
@@ -465,7 +544,16 @@ def theorem1_errors(d, eta, sigma, K):
 
 
 def theorem2_B(d, eta, sigma, K, eps):
-    """B = 2 / (K^2 - 1) * sqrt(d) (eta - eps) / sigma (FRL Theorem 2 as printed; K > 1)."""
+    """B = 2 / (K^2 - 1) * sqrt(d) (eta - eps) / sigma (FRL Theorem 2 as printed; K > 1).
+
+    Args:
+        d, eta, sigma: as for :class:`Mixture`.
+        K: > 1.
+        eps: the l_inf budget, 0 <= eps < eta.
+
+    Returns:
+        B, float64.
+    """
     d, eta, sigma, K = (
         _check_d(d),
         _check_positive(eta, "eta"),
@@ -481,6 +569,14 @@ def theorem2_errors(d, eta, sigma, K, eps):
 
     R_nat(f_rob, -1) = Phi(B - K sqrt(B^2 + q(K)) - sqrt(d) eps / sigma),
     R_nat(f_rob, +1) = Phi(-K B + sqrt(B^2 + q(K)) - sqrt(d) eps / (K sigma)).
+
+    Args:
+        d, eta, sigma: as for :class:`Mixture`.
+        K: > 1.
+        eps: the l_inf budget, 0 <= eps < eta.
+
+    Returns:
+        ``(err_minus, err_plus)``, the standard errors of f_rob, float64 each.
     """
     B = np.asarray(theorem2_B(d, eta, sigma, K, eps))
     d, sigma, K, eps = (np.asarray(v, dtype=np.float64) for v in (d, sigma, K, eps))
