@@ -109,7 +109,15 @@ def _check_pixel_range(x: Tensor) -> None:
 
 def eps_limit(norm: str, input_shape: Sequence[int]) -> float:
     """The budget at which an attack covers every image of [0, 1]^d (d = prod(input_shape)):
-    l_inf 1 (the whole pixel range), l_2 the diameter sqrt(d) of the cube."""
+    l_inf 1 (the whole pixel range), l_2 the diameter sqrt(d) of the cube.
+
+    Args:
+        norm: ``"linf"`` or ``"l2"``.
+        input_shape: one input's shape, e.g. (C, H, W).
+
+    Returns:
+        The limit, a float.
+    """
     d = math.prod(int(n) for n in input_shape)
     return 1.0 if check_norm(norm) == "linf" else math.sqrt(d)
 
@@ -119,7 +127,17 @@ def budget_problem(
 ) -> str | None:
     """Why ``eps`` cannot be meant as a ``norm`` budget for inputs of ``input_shape`` (C, H, W) on
     the [0, 1] scale, or None: an eps at or beyond :func:`eps_limit` (every image lies within it).
-    Where the value looks like pixel units (>= 1), the message suggests ``eps/255``."""
+    Where the value looks like pixel units (>= 1), the message suggests ``eps/255``.
+
+    Args:
+        eps: the budget.
+        norm: ``"linf"`` or ``"l2"``.
+        input_shape: one input's shape (C, H, W).
+        name: the option's name in the message.
+
+    Returns:
+        A one-line message, or None when ``eps`` is below the limit.
+    """
     limit = eps_limit(norm, input_shape)
     if not eps >= limit:
         return None
@@ -191,7 +209,14 @@ def _check_labels(y: Tensor, x: Tensor) -> Tensor:
 
 
 def check_norm(norm: str) -> str:
-    """``norm`` if it is one of :data:`NORMS`; ValueError naming the choices otherwise."""
+    """``norm`` if it is one of :data:`NORMS`; ValueError naming the choices otherwise.
+
+    Args:
+        norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        ``norm`` unchanged.
+    """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     return norm
@@ -255,6 +280,13 @@ def cw_margin(logits: Tensor, y: Tensor) -> Tensor:
     """Per-sample logit margin ``max_{j != y} z_j - z_y`` (Carlini & Wagner 2017); shape (B,).
 
     Positive iff the sample is misclassified (ties aside).
+
+    Args:
+        logits: (B, C) with C >= 2.
+        y: int64 labels (B,).
+
+    Returns:
+        The margins, (B,) in the logits' dtype.
     """
     if logits.ndim != 2 or logits.shape[1] < 2:
         raise ValueError(f"logits must have shape (B, C) with C >= 2, got {tuple(logits.shape)}")
@@ -309,7 +341,27 @@ def pgd_attack(
     l_2: uniform in the ball's volume), projected to [0, 1]; else from ``x``.
     ``norm``: ``"linf"`` (sign-gradient steps; the result lies in
     ``[max(x-eps,0), min(x+eps,1)]``) or ``"l2"`` (steps along ``g / ||g||_2``; the result has
-    ``||x_adv - x||_2 <= eps`` and lies in [0, 1]). Returns the detached adversarial batch.
+    ``||x_adv - x||_2 <= eps`` and lies in [0, 1]).
+
+    Args:
+        model: the classifier (inputs in [0, 1], returns logits); run in eval mode, its modes
+            restored after.
+        x: clean inputs (B, C, H, W) in [0, 1].
+        y: labels (B,).
+        eps: the budget, a float or a (B,) tensor of per-sample budgets.
+        step_size: the step, a float or a (B,) tensor.
+        steps: the number of steps (>= 0).
+        loss: ``"ce"`` or ``"cw"``.
+        random_start: start from a uniform point of the ball instead of ``x``.
+        generator: the random start's generator (None: torch's default).
+        norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        The detached adversarial batch, shape and dtype of ``x``.
+
+    Raises:
+        ValueError: for inputs outside [0, 1], bad labels, a negative or oversized budget, or an
+            unknown ``loss`` / ``norm``.
     """
     _check_input(x)
     norm = check_norm(norm)
@@ -340,7 +392,15 @@ def pgd_attack(
 
 def cw_attack(model: nn.Module, x: Tensor, y: Tensor, **kwargs) -> Tensor:
     """CW-l_inf / CW-l_2: :func:`pgd_attack` with ``loss="cw"`` (logit margin; Carlini & Wagner
-    2017); ``norm=`` chooses the threat model."""
+    2017); ``norm=`` chooses the threat model.
+
+    Args:
+        model, x, y: as for :func:`pgd_attack`.
+        **kwargs: the other arguments of :func:`pgd_attack` (not ``loss``).
+
+    Returns:
+        The detached adversarial batch.
+    """
     if "loss" in kwargs:
         raise ValueError("cw_attack always uses loss='cw'; call pgd_attack to choose the loss")
     return pgd_attack(model, x, y, loss="cw", **kwargs)
@@ -362,6 +422,18 @@ def trades_attack(
     are computed once, in eval mode, without gradient; the KL divergence is summed over the batch.
     Needs no labels. ``norm="l2"`` takes normalised-gradient steps and projects onto the l_2 ball
     (as the TRADES reference code's l_2 variant does).
+
+    Args:
+        model: the classifier (inputs in [0, 1], returns logits).
+        x: clean inputs (B, C, H, W) in [0, 1].
+        eps: the budget, a float or a (B,) tensor (FRL Remargin's per-class budgets).
+        step_size: the step, a float or a (B,) tensor.
+        steps: the number of steps (>= 0).
+        generator: the start's noise generator (None: torch's default).
+        norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        The detached adversarial batch, shape and dtype of ``x``.
     """
     _check_input(x)
     norm = check_norm(norm)

@@ -98,7 +98,18 @@ def clopper_pearson_lower(k, n, alpha: float) -> np.ndarray:
 
     The p with ``P(Binomial(n, p) >= k) = alpha``, i.e. the alpha-quantile of Beta(k, n - k + 1)
     (0 when k = 0); Cohen et al.'s ``LowerConfBound`` (``proportion_confint(k, n,
-    alpha=2*alpha, method="beta")[0]``). ``k`` may be an array; returns float64.
+    alpha=2*alpha, method="beta")[0]``).
+
+    Args:
+        k: successes (an integer or an array of them), 0 <= k <= n.
+        n: trials, >= 1.
+        alpha: the error level, in (0, 1).
+
+    Returns:
+        The lower bounds, float64 of ``k``'s shape.
+
+    Raises:
+        ValueError: for alpha outside (0, 1) or k outside [0, n].
     """
     k = np.asarray(k, dtype=np.float64)
     n = float(n)
@@ -231,8 +242,21 @@ def certify(
     3. If that bound is <= 1/2, abstain (prediction -1, radius 0); else predict c_A with radius
        ``sigma * Phi^-1(p_A_lower)``: the smoothed classifier is constant on that l_2 ball.
 
-    Returns ``(pred, radius)``: int64 (B,) with -1 for abstain, and float64 (B,), on ``x``'s
-    device. Noise is drawn on the model's device (``generator`` must live there).
+    Noise is drawn on the model's device (``generator`` must live there).
+
+    Args:
+        model: the base classifier f (returns logits; normalisation inside).
+        x: the inputs, (B, C, H, W) in [0, 1] (any shape the model accepts).
+        sigma: the noise level, > 0.
+        n0: noisy copies per input that select the class c_A.
+        n: noisy copies per input that estimate p_A.
+        alpha: the failure probability of the certificate, in (0, 1).
+        batch_size: noisy images per forward pass (copies of several inputs are mixed).
+        generator: the noise's random generator (None: torch's default).
+
+    Returns:
+        ``(pred, radius)`` on ``x``'s device: int64 (B,) predictions with -1 for abstain, and
+        float64 (B,) certified l_2 radii (0 where it abstains).
     """
     _check_samples(alpha, n0=n0, n=n)
     kw = dict(sigma=sigma, batch_size=batch_size, generator=generator)
@@ -262,6 +286,18 @@ def predict(
     The top two classes of ``n`` noisy copies, counts n_A >= n_B; a two-sided binomial test of
     n_A out of n_A + n_B against 1/2; return c_A if its p-value is <= alpha, else abstain. The
     probability of returning a class other than g(x) is at most alpha (their Theorem 2).
+
+    Args:
+        model: the base classifier f (returns logits).
+        x: the inputs, (B, C, H, W) in [0, 1].
+        sigma: the noise level, > 0.
+        n: noisy copies per input.
+        alpha: the test's level, in (0, 1).
+        batch_size: noisy images per forward pass.
+        generator: the noise's random generator (None: torch's default).
+
+    Returns:
+        int64 (B,) predictions on ``x``'s device, -1 where PREDICT abstains.
     """
     _check_samples(alpha, n=n)
     counts = class_counts(model, x, sigma=sigma, num=n, batch_size=batch_size, generator=generator)
@@ -278,7 +314,16 @@ def predict(
 def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
     """The largest radius CERTIFY can return with ``n`` samples: every one of them votes for c_A,
     so p_A's lower bound is ``clopper_pearson_lower(n, n, alpha)`` and the radius
-    ``sigma * Phi^-1`` of it (Cohen et al. 2019, Theorem 1)."""
+    ``sigma * Phi^-1`` of it (Cohen et al. 2019, Theorem 1).
+
+    Args:
+        sigma: the noise level.
+        n: noisy copies per input.
+        alpha: the failure probability of the certificate.
+
+    Returns:
+        The radius ``sigma * Phi^-1(alpha^(1/n))`` (0 when even n votes out of n certify nothing).
+    """
     p_lower = float(clopper_pearson_lower(np.array([n]), n, alpha)[0])
     return sigma * float(special.ndtri(p_lower)) if p_lower > 0.5 else 0.0
 
@@ -287,7 +332,18 @@ def certified_accuracy(
     pred: Tensor, radius: Tensor, labels: Tensor, num_classes: int, radii: Sequence[float]
 ) -> dict:
     """``{str(r): classwise_accuracy(...)}``: the share of each class that CERTIFY classifies
-    correctly with a certified radius >= r (Cohen et al.'s "certified test set accuracy")."""
+    correctly with a certified radius >= r (Cohen et al.'s "certified test set accuracy").
+
+    Args:
+        pred: CERTIFY's predictions (B,), -1 = abstain (an abstention counts as an error).
+        radius: the certified radii (B,).
+        labels: the true labels (B,).
+        num_classes: the number of classes C.
+        radii: the radii r to report.
+
+    Returns:
+        ``{repr(float(r)): {"per_class", "average", "worst", "counts"}}`` per radius.
+    """
     labels = labels.to(pred.device)
     radius = radius.to(pred.device)
     out = {}

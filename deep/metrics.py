@@ -24,6 +24,16 @@ def summarise_per_class(per_class: Sequence[float | None], *, worst: str = "min"
 
     ``average`` is the unweighted mean over classes (``math.fsum``), ``worst`` the minimum
     (``worst="min"``, for accuracies) or maximum (``worst="max"``, for errors).
+
+    Args:
+        per_class: one value per class; None marks an empty class.
+        worst: ``"min"`` or ``"max"``.
+
+    Returns:
+        ``{"per_class": [...], "average": float, "worst": float}``.
+
+    Raises:
+        ValueError: for another ``worst`` or when every class is empty.
     """
     if worst not in ("min", "max"):
         raise ValueError(f"worst must be 'min' or 'max', got {worst!r}")
@@ -127,9 +137,20 @@ def frl_errors(results: Mapping, *, clean_key: str = "clean", robust_key: str = 
     * boundary error  ``R_bdy(c) = R_rob(c) - R_nat(c) = acc_clean(c) - acc_adv(c)``
       (computed in the second form, without cancellation against 1).
 
-    Returns ``{"standard", "boundary", "robust"}``, each ``{"per_class", "average", "worst"}`` with
-    "average" the mean over classes and "worst" the **maximum** error over classes.
     A class with ``None`` accuracy (empty) stays ``None`` and is left out of average/worst.
+
+    Args:
+        results: class-wise accuracies keyed by attack, as :func:`classwise_accuracy` returns them
+            (e.g. ``final.json``'s ``results``).
+        clean_key: the key of the clean accuracies.
+        robust_key: the key of the adversarial accuracies.
+
+    Returns:
+        ``{"standard", "boundary", "robust"}``, each ``{"per_class", "average", "worst"}`` with
+        "average" the mean over classes and "worst" the **maximum** error over classes.
+
+    Raises:
+        ValueError: when a key is missing, an accuracy is outside [0, 1] or the class counts differ.
     """
     clean = _per_class_of(results, clean_key)
     adv = _per_class_of(results, robust_key)
