@@ -70,6 +70,9 @@ def new_file_mode() -> int:
 
     ``tempfile.mkstemp`` creates 0o600 files; atomic writers chmod their temporary file to this so
     the result is as readable as any other file the user writes.
+
+    Returns:
+        The permission bits, an int.
     """
     umask = os.umask(0)
     os.umask(umask)
@@ -84,6 +87,13 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     one, never a partial file. On any failure the temporary file is removed and the error re-raised.
     The parent directory is created if needed. The file carries its SHA-256 digest
     (:func:`serialize_with_digest`), which :func:`load_checkpoint` verifies.
+
+    Args:
+        obj: what to save (a checkpoint dict).
+        path: the destination file.
+
+    Returns:
+        None.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +120,12 @@ def serialize_with_digest(obj: Any) -> bytes:
     A dict gets ``"integrity": "sha256"`` (a new dict; ``obj`` is not changed). The digest covers
     every byte before the comment, the comment's length field included, and the comment holds the
     digest itself, so a change to any byte of the file is detected by :func:`verify_digest`.
+
+    Args:
+        obj: what to save.
+
+    Returns:
+        The file's bytes.
     """
     if isinstance(obj, dict):
         obj = {**obj, INTEGRITY_KEY: "sha256"}
@@ -128,6 +144,13 @@ def verify_digest(data: bytes, source: str) -> bool | None:
     True: the digest matches. None: the file ends without a digest comment (an older file, or a
     damaged comment: :func:`load_checkpoint` tells the two apart by :data:`INTEGRITY_KEY`). Raises
     :class:`CheckpointError` naming ``source`` when a digest is there and does not match.
+
+    Args:
+        data: the file's bytes.
+        source: how to name the file in an error message.
+
+    Returns:
+        True (the digest matches) or None (no digest).
     """
     n = _DIGEST_COMMENT_LEN
     if len(data) < n + _EOCD_LEN:
@@ -175,6 +198,14 @@ def load_checkpoint(
     can run arbitrary code from the file: only for files from a source you trust that hold other
     Python objects. Raises :class:`CheckpointError` naming the file if it is missing, not a torch
     file, truncated, holds objects outside the safe set, or does not hold a dict.
+
+    Args:
+        path: the checkpoint file.
+        map_location: passed to ``torch.load`` (a device or a mapping).
+        trusted: load with ``weights_only=False`` (only for files from a source you trust).
+
+    Returns:
+        The checkpoint dict.
     """
     path = Path(path)
     if not path.exists():
@@ -229,6 +260,12 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
     Raises ValueError naming the path when there is no such file, or the folder holds no
     ``best.pt`` (listing the checkpoints it does hold).
+
+    Args:
+        path: a checkpoint file or a ``deep.train`` run directory.
+
+    Returns:
+        The checkpoint file's path.
     """
     path = Path(path)
     if path.is_dir():
@@ -277,6 +314,15 @@ def model_from_checkpoint(
     ``map_location`` when that is a device. Errors name the file: :class:`CheckpointError` for a
     missing configuration or weights, :class:`deep.models.CheckpointMismatchError` for weights that
     do not fit the architecture.
+
+    Args:
+        path_or_dict: a checkpoint file, or an already loaded checkpoint dict.
+        map_location: where to load the tensors (and the model, when it is a device).
+        model_config: the architecture (``build_model``'s arguments), overriding the
+            checkpoint's own.
+
+    Returns:
+        ``(model, checkpoint_dict)``, the model in eval mode.
     """
     if isinstance(path_or_dict, Mapping):
         ckpt = dict(path_or_dict)
@@ -319,6 +365,9 @@ def rng_state() -> dict:
 
     Held only in types that ``torch.load(weights_only=True)`` reads (NumPy's key array as a tensor),
     so it can be stored in a checkpoint; restore with :func:`set_rng_state`.
+
+    Returns:
+        ``{"python", "numpy", "torch"}`` (and ``"cuda"`` when CUDA is available).
     """
     np_state = np.random.get_state()  # noqa: NPY002 (the global state is what is saved)
     state = {
@@ -338,7 +387,14 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: Mapping) -> None:
-    """Restore generator states saved by :func:`rng_state` (CUDA only where present)."""
+    """Restore generator states saved by :func:`rng_state` (CUDA only where present).
+
+    Args:
+        state: the dict :func:`rng_state` returned.
+
+    Returns:
+        None.
+    """
     try:
         py = state["python"]
         random.setstate((py[0], tuple(py[1]), py[2]))

@@ -450,6 +450,19 @@ def build_model(
     change their parameters, except ``two-conv-cnn``, whose head is sized for it.
     ``model.model_config`` is a JSON-able dict from which
     ``build_model(**model.model_config)`` rebuilds the same architecture (used by checkpoints).
+
+    Args:
+        name: the architecture, one of :data:`MODEL_NAMES`.
+        num_classes: the number of classes, >= 2.
+        in_channels: input channels, >= 1.
+        mean, std: per-channel normalisation of the first layer (default 0 and 1).
+        image_size: input height and width, >= 8.
+
+    Returns:
+        The model (an ``nn.Module`` with a ``model_config`` attribute), in train mode.
+
+    Raises:
+        ValueError: naming an unknown architecture or an argument out of range.
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"name must be one of {', '.join(MODEL_NAMES)}; got {name!r}")
@@ -482,7 +495,15 @@ def build_model(
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
-    """Number of parameter elements (buffers such as BN statistics and ``normalize`` excluded)."""
+    """Number of parameter elements (buffers such as BN statistics and ``normalize`` excluded).
+
+    Args:
+        model: the module.
+        trainable_only: count only parameters with ``requires_grad``.
+
+    Returns:
+        The count, an int.
+    """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
@@ -544,6 +565,15 @@ def strip_state_dict_prefixes(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
     """Remove leading ``module.`` (DDP/DataParallel) and ``_orig_mod.`` (torch.compile) prefixes.
 
     Prefixes are removed repeatedly, so ``module._orig_mod.conv1.weight`` becomes ``conv1.weight``.
+
+    Args:
+        state_dict: a state dict with string keys.
+
+    Returns:
+        A new dict with the stripped keys.
+
+    Raises:
+        ValueError: for a non-string key, or two keys that become the same.
     """
     out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
@@ -586,6 +616,14 @@ def load_model_state(
     key, or a shape mismatch, raises :class:`CheckpointMismatchError` listing them, before anything
     is copied. ``allow_missing_normalize=True`` accepts state dicts without the ``normalize.mean`` /
     ``normalize.std`` buffers (e.g. external checkpoints), keeping the model's own values.
+
+    Args:
+        model: the target module (possibly wrapped).
+        state_dict: the weights.
+        allow_missing_normalize: accept state dicts without the normalisation buffers.
+
+    Returns:
+        None.
     """
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
