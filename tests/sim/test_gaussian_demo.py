@@ -1,6 +1,7 @@
 """The demo CLI: a --quick run in-process, its JSON and PNGs, and bad options (exit code 2)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,3 +199,46 @@ def test_budgets_as_fractions(tmp_path):
     assert gaussian_demo.main(argv) == 0
     custom = json.loads((out / "results.json").read_text())["settings"]["custom"]
     assert custom["eps"] == 0.125 and custom["mixture"]["eta"] == 0.5
+
+
+def _drawn_figures(monkeypatch, argv, tmp_path):
+    """Run the demo and keep every figure it saves: {file name: matplotlib Figure}."""
+    from matplotlib.figure import Figure
+
+    saved = {}
+    original = Figure.savefig
+
+    def keep(self, path, *args, **kwargs):
+        saved[Path(path).name] = self
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    assert gaussian_demo.main([*argv, "--quick", "--quiet", "--out", str(tmp_path / "o")]) == 0
+    return saved
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_coverage_and_class_error_figures_have_titles_labels_and_legends_off_the_data(
+    monkeypatch, tmp_path
+):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figs = _drawn_figures(
+        monkeypatch, ["--parts", "intercept", "coverage", "--settings", "fig2"], tmp_path
+    )
+    coverage = figs["coverage.png"]
+    (ax,) = coverage.axes
+    assert "Theorem 1" in ax.get_title()
+    renderer = FigureCanvasAgg(coverage).get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not _overlaps(legend, ax.get_window_extent(renderer))  # no curve is hidden
+    errors = figs["fig2_class_errors.png"]
+    renderer = FigureCanvasAgg(errors).get_renderer()
+    assert all(a.get_legend() is None for a in errors.axes) and len(errors.legends) == 1
+    legend = errors.legends[0].get_window_extent(renderer)
+    for a in errors.axes:
+        assert "error" in a.get_ylabel()
+        assert not _overlaps(legend, a.get_window_extent(renderer))
