@@ -306,7 +306,14 @@ SOURCES: dict[str, tuple[RemoteFile, ...]] = {
 
 
 def default_data_dir(name: str) -> Path:
-    """Default ``--data-dir``: Debian's folder for Fashion-MNIST, ``./data/<name>`` otherwise."""
+    """Default ``--data-dir``: Debian's folder for Fashion-MNIST, ``./data/<name>`` otherwise.
+
+    Args:
+        name: a data set name (or ``"cifar10c"``).
+
+    Returns:
+        The folder.
+    """
     _check_name(name, (*DATASET_NAMES, "cifar10c"))
     if name == "fashion-mnist":
         return Path("/usr/share/datasets/fashion-mnist")
@@ -329,6 +336,16 @@ def download_dataset(
     ``url_base`` replaces the folder part of every URL (mirrors, tests); ``checksums`` maps file
     names to MD5s that replace the published ones.  ``digits`` is bundled with scikit-learn:
     nothing to fetch.
+
+    Args:
+        name: a data set name.
+        data_dir: where to put the files.
+        url_base: replaces the folder part of every URL.
+        checksums: file name -> MD5, replacing the published ones.
+        progress: show progress (None: on a terminal).
+
+    Returns:
+        None.
     """
     _check_name(name, tuple(SOURCES))
     fetch_files(
@@ -511,6 +528,13 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
 
     Raises :class:`DatasetError` naming the file on a wrong magic number or a payload whose size
     does not match the header.
+
+    Args:
+        path: the IDX file (gzipped or not).
+        magic: the expected magic number.
+
+    Returns:
+        The uint8 array, (N, rows, cols) for images or (N,) for labels.
     """
     path = Path(path)
     buf = _read_idx_bytes(path)
@@ -578,6 +602,14 @@ def load_cifar10c(data_dir: str | Path, corruption: str, severity: int) -> Image
     ``data_dir`` holds (or its ``CIFAR-10-C/`` subfolder holds) ``labels.npy`` and
     ``<corruption>.npy``: N x 32 x 32 x 3 uint8 with the five severities stacked in equal blocks
     (released: 50000 = 5 x 10000), so severity s is rows ``(s-1) N/5 : s N/5``.
+
+    Args:
+        data_dir: the CIFAR-10-C folder or its parent.
+        corruption: the corruption's name, e.g. ``"fog"``.
+        severity: 1..5.
+
+    Returns:
+        The images and labels as an :class:`ImageSplit`.
     """
     names = CIFAR10C_CORRUPTIONS + CIFAR10C_EXTRA_CORRUPTIONS
     if corruption not in names:
@@ -635,13 +667,31 @@ def _stratified_indices(y: np.ndarray, n_per_class: int, rng: np.random.Generato
 
 def stratified_indices(split: ImageSplit, n_per_class: int, *, seed: int = 0) -> np.ndarray:
     """Sorted indices into ``split`` of :func:`stratified_subset`'s images (same seed, same
-    choice): for reporting which images of the split a per-sample result belongs to."""
+    choice): for reporting which images of the split a per-sample result belongs to.
+
+    Args:
+        split: the images.
+        n_per_class: images per class.
+        seed: the choice's seed.
+
+    Returns:
+        Sorted int64 indices into ``split``.
+    """
     rng = np.random.default_rng(seed)
     return _stratified_indices(split.y.numpy(), n_per_class, rng)
 
 
 def stratified_subset(split: ImageSplit, n_per_class: int, *, seed: int = 0) -> ImageSplit:
-    """``n_per_class`` images of every class (seeded uniform choice), in their original order."""
+    """``n_per_class`` images of every class (seeded uniform choice), in their original order.
+
+    Args:
+        split: the images.
+        n_per_class: images per class.
+        seed: the choice's seed.
+
+    Returns:
+        The subset, an :class:`ImageSplit`.
+    """
     return split.subset(stratified_indices(split, n_per_class, seed=seed))
 
 
@@ -651,6 +701,14 @@ def stratified_split(
     """``(rest, held_out)``: ``n_per_class`` images per class (seeded) held out, and the rest.
 
     The two are disjoint, their union is ``split``, and both keep the original order.
+
+    Args:
+        split: the images.
+        n_per_class: images per class to hold out.
+        seed: the choice's seed.
+
+    Returns:
+        ``(rest, held_out)``, two :class:`ImageSplit`.
     """
     rng = np.random.default_rng(seed)
     held = _stratified_indices(split.y.numpy(), n_per_class, rng)
@@ -688,6 +746,22 @@ def load_dataset(
     on CIFAR-10, ``FRL_VAL_PER_CLASS``).
     ``data_dir`` defaults to :func:`default_data_dir`; with ``download=True`` missing files are
     fetched first (:func:`download_dataset`).
+
+    Args:
+        name: ``"digits"``, ``"fashion-mnist"``, ``"cifar10"``, ``"cifar100"`` or ``"svhn"``.
+        data_dir: the folder holding the released files.
+        val_per_class: images per class moved to the validation split (None: the default).
+        seed: the validation split's seed.
+        download: fetch missing files first.
+
+    Returns:
+        An :class:`ImageDataset` (``train``, ``val``, ``test`` splits of uint8 images, the class
+        names, and the data set's eps, step size and augmentation).
+
+    Raises:
+        MissingFilesError: listing missing files and where they come from.
+        DatasetError: naming a truncated or corrupt file.
+        ValueError: for an unknown name or a bad ``val_per_class``.
     """
     _check_name(name, DATASET_NAMES)
     if val_per_class is not None and (
@@ -739,6 +813,12 @@ def channel_mean_std(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, .
 
     The moment sums S1, S2 are exact integers, so the variance ``(n S2 - S1^2) / n^2`` has no
     cancellation error.
+
+    Args:
+        x: uint8 images (N, C, H, W).
+
+    Returns:
+        ``(means, stds)``, one float per channel each.
     """
     means, stds = [], []
     chunk = 1 << 22
@@ -769,7 +849,14 @@ def crop_and_flip(
     """Per-sample crop of the zero-padded images at ``(offset_y, offset_x)`` in ``0..2 pad``, then a
     horizontal flip where ``flip`` is True; one gather for the whole batch (no loop over samples).
 
-    ``x``: ``(B, C, H, W)`` of any dtype; the result has the same shape, dtype and device.
+    Args:
+        x: ``(B, C, H, W)`` of any dtype.
+        pad: zero padding on each side.
+        offset_y, offset_x: per-sample crop offsets (B,) in ``0..2 pad``.
+        flip: per-sample bool (B,).
+
+    Returns:
+        The cropped (and flipped) batch, with the shape, dtype and device of ``x``.
     """
     b, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad else x
@@ -788,7 +875,15 @@ def crop_and_flip(
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """A 63-bit seed mixed from ``(seed, epoch)`` (numpy's SeedSequence hashing)."""
+    """A 63-bit seed mixed from ``(seed, epoch)`` (numpy's SeedSequence hashing).
+
+    Args:
+        seed: the run's seed.
+        epoch: the epoch.
+
+    Returns:
+        The seed, a non-negative int below 2^63.
+    """
     state = np.random.SeedSequence(
         [int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF]
     ).generate_state(2)
