@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deep.runtime import CLIParser, DefaultsHelpFormatter
+from deep.runtime import CLIParser, DefaultsHelpFormatter, check_output_dir
 from paper_figures.common import DATASETS, DEFAULT_OUT, DEFAULT_RUNS_DIR
 from paper_figures.runs import RunError, main_with_errors
 
@@ -161,6 +161,8 @@ def _script_argv(script: Script, args: argparse.Namespace) -> list[str]:
 def run_all(argv: Sequence[str]) -> int:
     parser = _all_parser()
     args = parser.parse_args(argv)
+    check_output_dir(parser, args.out)  # before any script runs
+    check_output_dir(parser, args.runs_dir, "--runs-dir")
     scripts = _select(parser, args.only, args.skip)
     failed = []
     for script in scripts:
@@ -207,11 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "list":
         return _list()
     if command == "all":
-        return run_all(rest)
+        return main_with_errors(lambda: run_all(rest))
     if command not in _by_name():
-        print(usage, file=sys.stderr)
-        print(f"error: unknown script {command!r}; choose from: "
+        print(f"python -m paper_figures: error: unknown script {command!r}; choose from: "
               + ", ".join(_by_name()), file=sys.stderr)  # fmt: skip
+        print(usage.splitlines()[0] + "; see python -m paper_figures --help", file=sys.stderr)
         return 2
     module = importlib.import_module(f"paper_figures.{command}")
     return main_with_errors(lambda: module.main(rest))

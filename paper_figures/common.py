@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deep.models import MODEL_NAMES
-from deep.runtime import CLIParser, DefaultsHelpFormatter
+from deep.runtime import CLIParser, DefaultsHelpFormatter, check_output_dir
 from paper_figures.runs import RunSpec
 
 __all__ = [
@@ -143,6 +143,9 @@ def parse_args(
     given, Fashion-MNIST otherwise. ``multi_seed=False``: one seed unless ``--seeds`` is given.
     """
     args = parser.parse_args(argv)
+    check_output_dir(parser, args.out)  # before any work: a file, under a file, not writable
+    if hasattr(args, "runs_dir"):
+        check_output_dir(parser, args.runs_dir, "--runs-dir")
     if not hasattr(args, "dataset"):
         return args
     dataset = args.dataset

@@ -21,12 +21,14 @@ robust error = 1 - certified accuracy at l_2 radius 0.5 (an abstention counts as
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 
+from deep.runtime import budget_value
 from paper_figures.common import build_parser, make_logger, parse_args, write_csv
 from paper_figures.runs import ensure_certified, ensure_run, main_with_errors, mean_std
 from paper_figures.style import class_ticks, new_figure, save_figure
@@ -62,9 +64,11 @@ def _parse_sigmas(parser, text: str | None, profile) -> tuple[float, ...]:
     if text is None:
         return sigmas_for(profile)
     try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        parser.error(f"--sigmas must be comma-separated numbers, got {text!r}")
+        values = tuple(budget_value(v) for v in text.split(",") if v.strip())
+    except argparse.ArgumentTypeError:
+        parser.error(
+            f"--sigmas must be comma-separated numbers or fractions (64/255), got {text!r}"
+        )
     if not values or any(not (v > 0 and np.isfinite(v)) for v in values):
         parser.error(f"--sigmas must be finite numbers > 0, got {text!r}")
     return values

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from deep.runtime import budget_value
 from paper_figures.common import build_parser, parse_args, write_csv
 from paper_figures.runs import main_with_errors
 from paper_figures.style import BINARY_CLASS_COLORS, new_figure, save_figure
@@ -141,9 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--gamma", type=float, default=0.3, help="scale of a non-robust feature (m sweep)"
     )
-    parser.add_argument("--sigma", type=float, default=1.0, help="std of class -1")
+    parser.add_argument("--sigma", type=budget_value, default=1.0, help="std of class -1")
     parser.add_argument("--K", type=float, default=2.0, help="std ratio of class +1 to -1 (> 1)")
-    parser.add_argument("--eps", type=float, default=0.5, help="l_inf budget, gamma < eps < eta")
+    parser.add_argument(
+        "--eps", type=budget_value, default=0.5, help="l_inf budget, gamma < eps < eta"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulation")
     args = parse_args(parser, argv)
     if args.d < 1 or args.m < 1:

@@ -108,12 +108,17 @@ def _set_aside(run_dir: Path, runs_dir: Path) -> Path:
 
 
 def main_with_errors(main: Callable[[], int]) -> int:
-    """Run a script's ``main()``; a :class:`RunError` becomes one ``error:`` line and status 1."""
+    """Run a script's ``main()``; a :class:`RunError` becomes one ``error:`` line and status 1,
+    Ctrl-C one line and status 130 (finished runs stay in the run cache; rerunning reuses them)."""
     try:
         return main()
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished runs are kept and reused when run again", file=sys.stderr,
+              flush=True)  # fmt: skip
+        return 130
 
 
 def read_final(run_dir: str | os.PathLike) -> dict:

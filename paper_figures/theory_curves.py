@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from deep.runtime import budget_value
 from paper_figures.common import build_parser, parse_args, write_csv
 from paper_figures.runs import main_with_errors
 from paper_figures.style import BINARY_CLASS_COLORS, new_figure, save_figure
@@ -104,9 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(NAME, __doc__.splitlines()[0], deep=False)
     parser.add_argument("--d", type=int, default=100, help="dimension")
     parser.add_argument("--eta", type=float, default=0.2, help="class mean +-(eta,...,eta)")
-    parser.add_argument("--sigma", type=float, default=1.0, help="std of class -1")
+    parser.add_argument("--sigma", type=budget_value, default=1.0, help="std of class -1")
     parser.add_argument("--K", type=float, default=2.0, help="std ratio of class +1 to -1 (>= 1)")
-    parser.add_argument("--eps", type=float, default=0.1, help="budget of the K sweep")
+    parser.add_argument("--eps", type=budget_value, default=0.1, help="budget of the K sweep")
     parser.add_argument("--k-max", type=float, default=4.0, help="largest K of the K sweep")
     args = parse_args(parser, argv)
     if args.d < 1:
