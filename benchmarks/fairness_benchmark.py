@@ -987,6 +987,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     _check_names(parser, args)
     slurm_executor.check_args(parser, args)
     resolve_out(parser, args)
+    from deep.runtime import check_output_dir  # a file, under a file, unwritable: before any work
+
+    check_output_dir(parser, args.out)
+    check_output_dir(parser, args.runs, "--runs")
     return args
 
 
