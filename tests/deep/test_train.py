@@ -116,6 +116,14 @@ def test_uniform_step_is_a_plain_pgd_at_step(digits):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_cifar_weight_decay_follows_faal_supplement():
+    """FAAL supp. C.5 (CIFAR-10): weight decay 5e-4; C.7 (CIFAR-100, after WAT): 2e-4."""
+    parser = T.build_parser()
+    for dataset, wd in (("cifar10", 5e-4), ("cifar100", 2e-4)):
+        cfg = T.resolve_config(parser.parse_args(["--dataset", dataset]), parser)
+        assert cfg["weight_decay"] == wd
+
+
 def test_attack_start_zero_is_faal_algorithm_1s_inner_maximisation(digits):
     """--attack-start zero: the PGD training attack starts at delta = 0 (FAAL Algorithm 1 lines
     3-8, written out here for one step: delta = alpha sign(grad CE at x), clamped to [-eps, eps],
