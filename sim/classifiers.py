@@ -55,7 +55,15 @@ def _check_eps(eps, name: str = "eps") -> float:
 
 def dual_norm(w: np.ndarray, norm: str) -> float:
     """``max_{||delta|| <= 1} w.delta``: ``||w||_1`` for an l_inf ball, ``||w||_2`` for an l2
-    ball."""
+    ball.
+
+    Args:
+        w: the weight vector.
+        norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        The dual norm, a float.
+    """
     _check_norm(norm)
     w = np.asarray(w, dtype=np.float64)
     return float(np.abs(w).sum() if norm == "linf" else np.linalg.norm(w))
@@ -227,6 +235,18 @@ def fit_intercept_erm(
     = (eps_-, eps_+)`` overrides ``eps`` per class (FRL Remargin). As n grows the intercept
     converges to ``Mixture.natural_intercept()`` (eps = 0) or ``Mixture.robust_intercept(eps)`` at
     the cube-root rate of 0-1 risk minimisers.
+
+    Args:
+        x_or_s: inputs (n, d), or projections ``s = 1.x`` (n,) with ``d`` given.
+        y: labels (n,) in {-1, +1}.
+        eps: the budget (0: standard error).
+        norm: ``"linf"`` or ``"l2"``.
+        d: the dimension, needed with projections.
+        class_weights: ``(w_-, w_+)`` of the two class errors.
+        class_eps: ``(eps_-, eps_+)``, per-class budgets overriding ``eps`` (FRL Remargin).
+
+    Returns:
+        The :class:`LinearClassifier` with w = 1 and the optimal intercept.
     """
     eps_minus, eps_plus = (eps, eps) if class_eps is None else class_eps
     curves = intercept_error_curves(
@@ -247,7 +267,16 @@ def fit_intercept_erm(
 
 def fit_logistic_natural(x: np.ndarray, y: np.ndarray, *, C: float = 1.0) -> LinearClassifier:
     """scikit-learn's L2-regularised logistic regression: minimises
-    ``0.5 ||w||^2 + C sum_i log(1 + exp(-y_i (w.x_i + b)))`` (intercept not penalised)."""
+    ``0.5 ||w||^2 + C sum_i log(1 + exp(-y_i (w.x_i + b)))`` (intercept not penalised).
+
+    Args:
+        x: inputs (n, d).
+        y: labels (n,) in {-1, +1}.
+        C: the inverse regularisation strength.
+
+    Returns:
+        The fitted :class:`LinearClassifier`.
+    """
     from sklearn.linear_model import LogisticRegression
 
     model = LogisticRegression(C=C, tol=1e-10, max_iter=10_000)
@@ -270,6 +299,17 @@ def robust_logistic_loss(
     worst-case margin ``m_i = y_i (w.x_i + b) - eps_i sum(w+ + w-)`` (``= ... - eps_i ||w||_1`` at
     any optimum, where ``w+ * w- = 0``). The 1/n scaling of scikit-learn's objective keeps eps = 0
     identical to it.
+
+    Args:
+        params: ``[w+, w-, b]``, length 2 d + 1.
+        x: inputs (n, d).
+        y: labels (n,) in {-1, +1}.
+        eps: per-sample budgets (n,) or a float.
+        C: the inverse regularisation strength.
+        sample_weight: per-sample weights (n,); None: 1.
+
+    Returns:
+        ``(loss, gradient)``: a float and float64 (2 d + 1,).
     """
     n, d = x.shape
     wp, wm, b = params[:d], params[d : 2 * d], params[2 * d]
@@ -316,6 +356,19 @@ def fit_logistic_robust(
     ``class_weights`` ``(w_-, w_+)`` multiply each sample's loss by ``2 w_{y_i}`` (so (0.5, 0.5) is
     unweighted); ``class_eps`` gives a per-class budget (FRL Remargin). Starts from ``init`` or the
     natural scikit-learn fit.
+
+    Args:
+        x: inputs (n, d).
+        y: labels (n,) in {-1, +1}.
+        eps: the budget, >= 0.
+        C: the inverse regularisation strength.
+        norm: ``"linf"`` or ``"l2"``.
+        class_weights: ``(w_-, w_+)``; None: unweighted.
+        class_eps: ``(eps_-, eps_+)``; None: ``eps`` for both.
+        init: the starting classifier; None: the natural fit.
+
+    Returns:
+        The fitted :class:`LinearClassifier`.
     """
     _check_norm(norm)
     x = np.asarray(x, dtype=np.float64)

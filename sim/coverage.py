@@ -87,6 +87,14 @@ def simulate_dro_coverage(
     (fraction with KL(P_hat || P) <= tau), ``bound`` (``coverage_lower_bound(n, C, tau)``),
     ``chi2_event_probability`` (the large-n approximation Pr(chi2_{C-1} <= 2 n tau) of the event),
     ``uncovered_in_event`` (must be 0), ``zero_count_trials``, ``trials``, ``n``, ``tau``, ``C``.
+
+    Args:
+        p: the true class distribution P (C,).
+        losses: the class losses (C,).
+        n: samples per trial.
+        tau: the KL budget.
+        trials: the number of trials.
+        rng: the random generator.
     """
     p = np.asarray(p, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)

@@ -25,7 +25,17 @@ __all__ = [
 
 
 def mixture_params(mixture) -> tuple[int, float, float, float]:
-    """Return ``(d, eta, sigma, K)`` as Python scalars, validated (d >= 1, sigma > 0, K >= 1)."""
+    """Return ``(d, eta, sigma, K)`` as Python scalars, validated (d >= 1, sigma > 0, K >= 1).
+
+    Args:
+        mixture: a :class:`theory.gaussian.Mixture` with scalar parameters.
+
+    Returns:
+        ``(d, eta, sigma, K)``: an int and three floats.
+
+    Raises:
+        ValueError: for d < 1, sigma <= 0 or K < 1.
+    """
     d = int(np.asarray(mixture.d))
     eta = float(np.asarray(mixture.eta))
     sigma = float(np.asarray(mixture.sigma))
@@ -50,6 +60,14 @@ def sample_labels(n: int, rng: np.random.Generator, *, balanced: bool = False) -
 
     With ``balanced=True`` the first ``n // 2`` labels are -1 and the rest +1 (the extra point of an
     odd ``n`` goes to +1); order does not matter to any estimator here.
+
+    Args:
+        n: the number of labels.
+        rng: the random generator.
+        balanced: exactly half of each class.
+
+    Returns:
+        int64 labels (n,) in {-1, +1}.
     """
     n = _check_n(n)
     if balanced:
@@ -63,7 +81,17 @@ def sample_mixture(
     mixture, n: int, rng: np.random.Generator, *, balanced: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n`` points ``(x, y)`` from the mixture: x float64 of shape (n, d), y int64 in {-1,
-    +1}."""
+    +1}.
+
+    Args:
+        mixture: a :class:`theory.gaussian.Mixture` with scalar parameters.
+        n: the number of points.
+        rng: the random generator.
+        balanced: exactly half of each class.
+
+    Returns:
+        ``(x, y)``: float64 (n, d) and int64 (n,) in {-1, +1}.
+    """
     d, eta, sigma, k = mixture_params(mixture)
     y = sample_labels(n, rng, balanced=balanced)
     scale = np.where(y > 0, k * sigma, sigma)
@@ -80,6 +108,15 @@ def sample_projections(
 
     ``1.x | y`` is N(y d eta, d sigma_y^2) with sigma_{-1} = sigma, sigma_{+1} = K sigma, so this is
     exact in distribution and costs O(n) whatever d is.
+
+    Args:
+        mixture: a :class:`theory.gaussian.Mixture` with scalar parameters.
+        n: the number of points.
+        rng: the random generator.
+        balanced: exactly half of each class.
+
+    Returns:
+        ``(s, y)``: float64 (n,) projections ``1.x`` and int64 (n,) labels.
     """
     d, eta, sigma, k = mixture_params(mixture)
     y = sample_labels(n, rng, balanced=balanced)
@@ -92,7 +129,17 @@ def iter_mixture_chunks(
     mixture, n: int, rng: np.random.Generator, *, chunk_size: int = 200_000
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``n`` mixture points in chunks of at most ``chunk_size`` (bounded memory for large
-    d)."""
+    d).
+
+    Args:
+        mixture: a :class:`theory.gaussian.Mixture` with scalar parameters.
+        n: the number of points in all.
+        rng: the random generator.
+        chunk_size: the most points per chunk.
+
+    Yields:
+        ``(x, y)`` chunks as :func:`sample_mixture` returns them.
+    """
     n = _check_n(n)
     chunk_size = _check_n(chunk_size)
     done = 0

@@ -42,7 +42,16 @@ CLASS_KEYS = {-1: "-1", 1: "+1"}
 
 
 def binomial_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion ``k / n``."""
+    """Wilson score interval for a binomial proportion ``k / n``.
+
+    Args:
+        k: successes.
+        n: trials (>= 1).
+        confidence: the interval's level.
+
+    Returns:
+        ``(low, high)``.
+    """
     if n < 1:
         raise ValueError(f"n must be >= 1 for a confidence interval, got {n}")
     ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
@@ -92,6 +101,21 @@ def evaluate_on_mixture(
 
     ``clf`` needs ``correct(x, y)`` and ``robust_correct(x, y, eps, norm, **robust_kwargs)`` (exact
     for linear classifiers, PGD for the MLP).
+
+    Args:
+        clf: the classifier (``correct`` and ``robust_correct`` methods).
+        mixture: a :class:`theory.gaussian.Mixture` with scalar parameters.
+        n_test: the number of test points.
+        rng: the random generator.
+        eps: the budget of the robust error.
+        norm: ``"linf"`` or ``"l2"``.
+        confidence: the intervals' level.
+        chunk_size: the most points drawn at once.
+        robust_kwargs: extra arguments of ``robust_correct``.
+
+    Returns:
+        ``{"-1"|"+1": {"n", "standard"|"robust"|"boundary": {"value", "ci_low", "ci_high"}}}``
+        (Wilson intervals).
     """
     return evaluate_many_on_mixture(
         {"clf": clf},
@@ -147,6 +171,13 @@ def linear_population_errors(mixture, w: np.ndarray, b: float, eps: float, norm:
     """Exact class-wise errors of ``sign(w.x + b)`` on the mixture (see module docstring).
 
     Returns ``{"-1"|"+1": {"standard", "robust", "boundary"}}`` (floats).
+
+    Args:
+        mixture: a :class:`theory.gaussian.Mixture` with scalar parameters.
+        w: the weights (d,).
+        b: the intercept.
+        eps: the budget.
+        norm: ``"linf"`` or ``"l2"``.
     """
     d, eta, sigma, k = mixture_params(mixture)
     w = np.asarray(w, dtype=np.float64)

@@ -184,6 +184,15 @@ def fit_frl(
     ``settings.stages`` stages of ``settings.rounds_per_stage`` rounds; the multiplier rates are
     multiplied by ``settings.stage_decay`` after each stage (as the paper decays its rates).
     Returns the final intercept and a history ``{"b", "w0", "w1", "eps_c"}`` (one entry per round).
+
+    Args:
+        s_train, y_train: training projections ``1.x`` and labels.
+        s_val, y_val: validation projections and labels (the multipliers' errors).
+        d: the dimension.
+        eps: the budget.
+        mode: ``"rw"``, ``"rm"`` or ``"rwrm"``.
+        settings: tolerances, rates, stages (:class:`FRLSettings`; None: the defaults).
+        norm: ``"linf"`` or ``"l2"``.
     """
     settings = settings or FRLSettings()
     mult = FRLMultipliers(mode, settings)
@@ -206,7 +215,15 @@ def fit_faal(
     s, y, *, d: int, eps: float, tau: float, norm: str = "linf"
 ) -> tuple[float, np.ndarray]:
     """FAAL on the intercept family: ``argmin_b dro_value([R_rob(-1; b), R_rob(+1; b)], tau)`` over
-    all candidate intercepts (exact). Returns the intercept and the class weights ``w*`` there."""
+    all candidate intercepts (exact). Returns the intercept and the class weights ``w*`` there.
+
+    Args:
+        s, y: training projections ``1.x`` and labels.
+        d: the dimension.
+        eps: the budget.
+        tau: FAAL's KL budget.
+        norm: ``"linf"`` or ``"l2"``.
+    """
     cur = _sorted(s, y, d).curves(eps, eps, norm)
     losses = np.stack([cur.rob_minus, cur.rob_plus], axis=-1)
     i = int(np.argmin(dro_value(losses, tau)))
@@ -226,7 +243,18 @@ def run_mitigations(
     methods: tuple[str, ...] = MITIGATIONS,
     norm: str = "linf",
 ) -> dict:
-    """Fit every method in ``methods``; returns ``{method: {"b": float, ...extra}}``."""
+    """Fit every method in ``methods``; returns ``{method: {"b": float, ...extra}}``.
+
+    Args:
+        s_train, y_train: training projections and labels.
+        s_val, y_val: validation projections and labels (FRL's multipliers).
+        d: the dimension.
+        eps: the budget.
+        tau: FAAL's KL budget.
+        settings: FRL's settings (None: the defaults).
+        methods: names from :data:`MITIGATIONS`.
+        norm: ``"linf"`` or ``"l2"``.
+    """
     out: dict[str, dict] = {}
     for method in methods:
         if method == "robust":

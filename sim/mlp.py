@@ -39,7 +39,15 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
 
 
 def make_mlp(d: int, hidden: tuple[int, ...] = (64, 64)) -> nn.Sequential:
-    """``d -> hidden... -> 1`` with ReLU activations (float32)."""
+    """``d -> hidden... -> 1`` with ReLU activations (float32).
+
+    Args:
+        d: the input dimension.
+        hidden: the hidden layer widths.
+
+    Returns:
+        The network, an ``nn.Sequential``.
+    """
     layers: list[nn.Module] = []
     width = d
     for h in hidden:
@@ -69,6 +77,20 @@ def pgd_attack_binary(
 
     ``eps`` may be a float or a tensor of shape (B,) (per-sample budgets). Default step size
     ``2.5 eps / steps``. Gradients are taken w.r.t. the input only; parameters are untouched.
+
+    Args:
+        model: a network with one output (the score f).
+        x: inputs (B, d).
+        y: labels (B,) in {-1, +1}.
+        eps: the budget, a float or (B,).
+        steps: the number of steps.
+        step_size: the step; None: ``2.5 eps / steps``.
+        norm: ``"linf"`` or ``"l2"``.
+        random_start: start uniformly in the ball.
+        generator: the random start's generator.
+
+    Returns:
+        The detached adversarial inputs (B, d).
     """
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
@@ -169,7 +191,24 @@ def fit_mlp(
     """Full-batch Adam for ``epochs`` steps on the logistic loss; with ``eps > 0`` each step first
     replaces the batch by its PGD-``pgd_steps`` adversarial points (adversarial training).
 
-    Runs with ``num_threads`` torch threads (None: leave torch's setting alone)."""
+    Runs with ``num_threads`` torch threads (None: leave torch's setting alone).
+
+    Args:
+        x: inputs (n, d).
+        y: labels (n,) in {-1, +1}.
+        eps: the training budget (0: natural training).
+        norm: ``"linf"`` or ``"l2"``.
+        hidden: the hidden layer widths.
+        epochs: full-batch Adam steps.
+        lr: Adam's learning rate.
+        weight_decay: Adam's weight decay.
+        pgd_steps: attack steps per training step.
+        seed: seeds the initialisation and the attacks.
+        num_threads: torch threads (None: unchanged).
+
+    Returns:
+        The trained :class:`MLPClassifier`.
+    """
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     with torch_threads(num_threads):
