@@ -140,7 +140,20 @@ def check_budget(
     """Validated ``(eps, step_size)`` on the [0, 1] pixel scale: l_inf eps in [0, 1), step in
     (0, 1]; l_2 eps >= 0 and step > 0, both finite. With ``input_shape`` (C, H, W), an l_2 eps at
     or beyond the diameter sqrt(C H W) of [0, 1]^d is refused too
-    (:func:`deep.attacks.budget_problem`: such a ball holds every image)."""
+    (:func:`deep.attacks.budget_problem`: such a ball holds every image).
+
+    Args:
+        eps: the budget.
+        step_size: the attack step.
+        norm: ``"linf"`` or ``"l2"``.
+        input_shape: one input's shape (C, H, W), for the l_2 diameter check.
+
+    Returns:
+        ``(eps, step_size)`` as floats.
+
+    Raises:
+        ValueError: naming the budget that is out of range.
+    """
     norm = check_norm(norm)
     eps, step_size = float(eps), float(step_size)
     if input_shape is not None and eps == eps:
@@ -402,6 +415,18 @@ def evaluate_cifar10c(
     Returns ``{corruption: {str(severity): {"per_class", "average", "worst", "counts"}}}``.
     With ``n_per_class`` every corrupted split is reduced by the same stratified subset (the
     CIFAR-10-C labels are the test labels for every corruption, so the same images are kept).
+
+    Args:
+        model: the classifier (inputs in [0, 1], returns logits).
+        data_dir: the CIFAR-10-C folder (or its parent).
+        num_classes: the number of classes.
+        corruptions: the corruptions to evaluate.
+        severities: the severities, in 1..5.
+        batch_size: images per forward pass.
+        device: where to run.
+        n_per_class: a stratified subset of this many images per class (None: all).
+        seed: the subset's seed.
+        progress: show progress.
     """
     unknown = [c for c in corruptions if c not in _ALL_CORRUPTIONS]
     if unknown:

@@ -54,7 +54,15 @@ def _log_prob_not_true(log_p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample cross-entropy -log p_y, shape (B,)."""
+    """Per-sample cross-entropy -log p_y, shape (B,).
+
+    Args:
+        logits: (B, C).
+        y: int64 labels (B,).
+
+    Returns:
+        The losses, (B,).
+    """
     _check_logits(logits, y, "logits")
     return F.cross_entropy(logits, y, reduction="none")
 
@@ -64,6 +72,13 @@ def kl_clean_adv(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.
 
     The TRADES boundary term (Zhang et al. 2019; FRL §4 "KL = KL(p_clean || p_adv)").
     Gradients flow through both arguments, as in the reference implementations.
+
+    Args:
+        logits_clean: logits of the clean inputs (B, C).
+        logits_adv: logits of the adversarial inputs (B, C).
+
+    Returns:
+        The divergences, (B,).
     """
     if logits_clean.shape != logits_adv.shape:
         raise ValueError(
@@ -82,6 +97,14 @@ def trades_parts(
 
     FRL weights them with different class weights:
     ``sum_i w0_{y_i} CE_i / sum_i w0_{y_i} + beta sum_i w1_{y_i} KL_i / sum_i w1_{y_i}``.
+
+    Args:
+        logits_adv: logits of the adversarial inputs (B, C).
+        logits_clean: logits of the clean inputs (B, C).
+        y: int64 labels (B,).
+
+    Returns:
+        ``(ce, kl)``, each (B,).
     """
     _check_logits(logits_clean, y, "logits_clean")
     _check_logits(logits_adv, y, "logits_adv")
@@ -94,6 +117,15 @@ def mart_loss(
     """Per-sample MART loss (Wang et al. 2020).
 
     ``CE(adv) - log(1.0001 - max_{j != y} p_adv,j) + beta KL(p_clean || p_adv) (1 - p_clean,y)``.
+
+    Args:
+        logits_adv: logits of the adversarial inputs (B, C).
+        logits_clean: logits of the clean inputs (B, C).
+        y: int64 labels (B,).
+        beta: the weight of the KL term, >= 0.
+
+    Returns:
+        The losses, (B,).
     """
     _check_logits(logits_clean, y, "logits_clean")
     _check_logits(logits_adv, y, "logits_adv")
@@ -121,6 +153,19 @@ def per_sample_loss(
 
     ``"ce"`` needs only ``logits_clean``; ``"at"`` only ``logits_adv``; ``"trades"`` and ``"mart"``
     need both. ``beta`` weights the KL term of TRADES and MART (default 6; must be >= 0).
+
+    Args:
+        name: ``"ce"``, ``"at"``, ``"trades"`` or ``"mart"``.
+        logits_adv: logits of the adversarial inputs (B, C), or None where not needed.
+        logits_clean: logits of the clean inputs (B, C), or None where not needed.
+        y: int64 labels (B,).
+        beta: the KL weight of TRADES and MART.
+
+    Returns:
+        The losses, (B,).
+
+    Raises:
+        ValueError: for an unknown name, missing logits or beta < 0.
     """
     if name not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {name!r}")
@@ -143,6 +188,13 @@ def softmax_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     FAAL Algorithm 1 line 11 (supp. C.2): higher means worse; its class means are the losses of the
     class-weight DRO problem. Returned detached: the margin only selects weights.
+
+    Args:
+        logits: (B, C).
+        y: int64 labels (B,).
+
+    Returns:
+        The detached margins, (B,) in [-1, 1].
     """
     _check_logits(logits, y, "logits")
     with torch.no_grad():
