@@ -36,15 +36,15 @@ with torch.no_grad():
     model.bias.copy_(torch.tensor([-clf.b / 2, clf.b / 2]))
 model.eval()
 
-x_test, y_test = sample_mixture(mixture, 200, np.random.default_rng(1))
+x_test, y_test = sample_mixture(mixture, 150, np.random.default_rng(1))
 x = torch.tensor(x_test)
 sigma = 0.5
 pred, radius = certify(
-    model, x, sigma=sigma, n0=100, n=20_000, alpha=0.001, batch_size=4000,
+    model, x, sigma=sigma, n0=100, n=10_000, alpha=0.001, batch_size=5000,
     generator=torch.Generator().manual_seed(0),
 )  # fmt: skip
 pred, radius = pred.numpy(), radius.numpy()
-reach = max_certifiable_radius(sigma, 20_000, 0.001)  # sigma * Phi^-1(alpha^(1/n))
+reach = max_certifiable_radius(sigma, 10_000, 0.001)  # sigma * Phi^-1(alpha^(1/n))
 
 # %%
 # Certified radius against the exact one
@@ -61,7 +61,7 @@ top = distance.max()
 ax1.plot([0, top], [0, top], "k--", lw=1, label="exact radius")
 ax1.axhline(reach, color="gray", lw=1, ls=":", label="largest certifiable radius")
 ax1.set(xlabel="distance to the boundary |w.x + b| / ||w||", ylabel="certified radius",
-        title=f"CERTIFY, sigma {sigma}, n 20000")  # fmt: skip
+        title=f"CERTIFY, sigma {sigma}, n 10000")  # fmt: skip
 ax1.legend(fontsize=8)
 radii = np.linspace(0, 2.0, 41)
 for cls, name, color in ((0, "class -1", "tab:orange"), (1, "class +1 (hard)", "tab:blue")):
@@ -79,7 +79,7 @@ plt.show()
 near = certified & (distance < reach)
 gap = distance[near] - radius[near]
 print(f"certified {certified.mean():.0%} of the points; abstained on {(~certified).mean():.0%}")
-print(f"largest certifiable radius with n = 20000: {reach:.3f}")
+print(f"largest certifiable radius with n = 10000: {reach:.3f}")
 print(
     f"points nearer than that: exact minus certified radius, median {np.median(gap):.3f}, "
     f"max {gap.max():.3f} (sigma = {sigma})"
