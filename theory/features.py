@@ -47,13 +47,15 @@ What the exact optimisation shows (checked in ``tests/theory/test_features.py``)
   robust w is theta's direction again: f_rob *uses the non-robust features* (the second assumption
   fails), only the intercept moves, and, as in Corollary 1, the error of class -1 falls while that
   of class +1 rises. Eq. 20 holds there, but "every class's error increases" does not.
-* Eq. 20 itself (l_inf): no counterexample on the domain (random and adversarial searches); the two
-  sides are equal at K = 1. The proof's intermediate inequality "gap > (K + 1)(...)" is false: its
-  right-hand side grows to (K + 1) sqrt(q(K)) as B -> 0 and A grows, past any class error (smallest
-  counterexample found: d = m = 1, eta = 1, eps = 0.9, gamma = 0.8, sigma = 1, K = 2, where the
-  gap is 0.349 and the right-hand side 1.136). Its last step,
-  "(sqrt(B^2 + q) - B) - (sqrt(A^2 + q) - A) > 0", holds iff A > B, which is true for every
-  eps > 0 whatever m, so "A >> B" is not what the theorem needs.
+* Eq. 20 itself (l_inf): no counterexample on the domain (400,000 random points over d <= 1000,
+  m <= 10^4, eta in [1e-3, 1e2], sigma in [1e-2, 1e2], K - 1 in [1e-10, 1e3], and Nelder-Mead
+  searches for the smallest relative gap); the two sides approach each other only as K -> 1 and
+  are equal at K = 1. The proof's intermediate inequality "gap > (K + 1)(...)" points the wrong
+  way: gap < (K + 1)(...) at every point tried, random or searched (the smallest counterexample:
+  d = m = 1, eta = 1, eps = 0.9, gamma = 0.8, sigma = 1, K = 2, gap 0.349 against 1.136).
+  Its last step, "(sqrt(B^2 + q) - B) - (sqrt(A^2 + q) - A) > 0", holds iff A > B, which is true
+  for every eps > 0 whatever m, so "A >> B" is not what the theorem needs; Eq. 20 holds, but
+  Proof 6 does not prove it.
 * "Each class's error increases" (the section's motivation, from Tsipras et al.): needs enough
   non-robust signal m gamma^2; with m = 0 (D' = D) class -1's error falls (Corollary 1).
 """
@@ -190,22 +192,23 @@ def theorem3_printed(d, m, eta, gamma, sigma, K, eps) -> Theorem3Errors:
 
 
 def theorem3_printed_bound(d, m, eta, gamma, sigma, K, eps):
-    """The two last lines of FRL Proof 6, as printed: ``(bound, criterion)`` with
+    """The two last lines of FRL Proof 6: ``(bound, criterion)`` with
 
     bound     = (K + 1) ((A - B) + (sqrt(B^2 + q) - sqrt(A^2 + q))),
-    criterion = (sqrt(B^2 + q) - B) - (sqrt(A^2 + q) - A).
+    criterion = (sqrt(B^2 + q) - B) - (sqrt(A^2 + q) - A),
 
-    The proof claims gap > bound (``Theorem3Errors.gap``) and bound proportional to criterion > 0.
-    criterion > 0 exactly when A > B, i.e. for every eps > 0; the claimed gap > bound is false
-    wherever bound >= 1 (see the module docstring).
+    so bound = (K + 1) criterion (the proof's "proportional to"). The proof claims gap > bound
+    (``Theorem3Errors.gap``) and criterion > 0. criterion > 0 exactly when A > B, i.e. for every
+    eps > 0 (sqrt(t^2 + q) - t = q / (sqrt(t^2 + q) + t) falls with t; evaluated in that form, which
+    does not cancel when A and B are large); the claimed gap > bound is false almost everywhere
+    (see the module docstring).
     """
     A = np.asarray(theorem3_A(d, m, eta, gamma, sigma, K))
     _check_printed_domain(_check_nonnegative(gamma, "gamma"), _as_finite(eps, "eps"), eta)
     B = np.asarray(theorem3_B(d, eta, sigma, K, eps))
     q = _q_stable(np.asarray(K, dtype=np.float64))
-    root_a, root_b = np.sqrt(A * A + q), np.sqrt(B * B + q)
-    bound = (np.asarray(K) + 1.0) * ((A - B) + (root_b - root_a))
-    return _scalar_or_array(bound), _scalar_or_array((root_b - B) - (root_a - A))
+    criterion = q / (np.sqrt(B * B + q) + B) - q / (np.sqrt(A * A + q) + A)
+    return _scalar_or_array((np.asarray(K) + 1.0) * criterion), _scalar_or_array(criterion)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -246,16 +246,26 @@ def test_proof_criterion_is_positive_whatever_m(params):
         assert criterion > 0
 
 
-def test_proof_intermediate_inequality_fails():
-    """Proof 6 claims gap > (K + 1)((A - B) + (sqrt(B^2 + q) - sqrt(A^2 + q))); here (d = m = 1, the
-    smallest D', documented in the module) the right side exceeds 1 and the left side."""
-    params = (1, 1, 1.0, 0.8, 1.0, 2.0, 0.9)
+@given(domains())
+def test_proof_intermediate_inequality_is_reversed(params):
+    """Proof 6 claims gap > (K + 1)((A - B) + (sqrt(B^2 + q) - sqrt(A^2 + q))); on the domain the
+    opposite holds (the paper's expressions re-stated here)."""
     A, B, q, natural, robust = paper_errors(*params)
-    rhs = (2.0 + 1.0) * ((A - B) + (math.sqrt(B * B + q) - math.sqrt(A * A + q)))
+    K = params[5]
+    rhs = (K + 1.0) * ((A - B) + (math.sqrt(B * B + q) - math.sqrt(A * A + q)))
     gap = (robust[1] - natural[1]) - (robust[0] - natural[0])
-    bound, _ = theorem3_printed_bound(*params)
-    assert float(bound) == pytest.approx(rhs, rel=1e-12)
-    assert rhs > 1.0 > gap > 0
+    bound, criterion = theorem3_printed_bound(*params)
+    assert float(bound) == pytest.approx(rhs, rel=1e-6, abs=1e-12)
+    assert float(bound) == pytest.approx((K + 1.0) * float(criterion), rel=1e-12)
+    assert gap < rhs
+
+
+def test_proof_intermediate_inequality_smallest_counterexample():
+    """d = m = 1 (the smallest D', documented in the module): gap 0.349 against 1.136."""
+    A, B, q, natural, robust = paper_errors(1, 1, 1.0, 0.8, 1.0, 2.0, 0.9)
+    rhs = 3.0 * ((A - B) + (math.sqrt(B * B + q) - math.sqrt(A * A + q)))
+    gap = (robust[1] - natural[1]) - (robust[0] - natural[0])
+    assert (round(gap, 3), round(rhs, 3)) == (0.349, 1.136)
 
 
 def test_no_non_robust_signal_reduces_to_corollary_1():
