@@ -20,7 +20,8 @@ from deep.methods.frl import FRL_STEP_RULES, FRL_UPDATE_AT
 from deep.models import MODEL_NAMES
 from deep.presets import METHOD_NAMES, PRESETS
 from deep.progress import DEFAULT_INTERVAL_S
-from deep.runtime import THREADS_HELP, CLIParser, DefaultsHelpFormatter
+from deep.runtime import THREADS_HELP, CLIParser, DefaultsHelpFormatter, budget_value
+from deep.selection import TIE_RULES
 from deep.weighting import FAAL_STATISTICS
 from theory.frl import FRL_RULE_RATES, FRL_RULES
 
@@ -97,6 +98,7 @@ RESUME_OVERRIDABLE = frozenset(
 
 #: Options added after runs were first written: the value an older config.json implies.
 ADDED_OPTION_DEFAULTS = {
+    "best_ties": "first",  # runs saved before --best-ties kept the first of tied epochs
     "faal_statistic": "margin",
     "frl_step_rule": "fixed",
     "frl_update_at": "epoch-end",
@@ -301,15 +303,16 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     )
     add(
         "--eps",
-        type=float,
+        type=budget_value,
         default=None,
-        help="budget, [0,1] pixel scale (default: per dataset; l_2: 0.5 CIFAR, 1.0 Fashion-MNIST)",
+        help="budget, [0,1] pixel scale, a number or a fraction such as 8/255 (default: per "
+        "dataset; l_2: 0.5 CIFAR, 1.0 Fashion-MNIST)",
     )
     add(
         "--step-size",
-        type=float,
+        type=budget_value,
         default=None,
-        help="attack step (default: l_inf per dataset; l_2 eps/5)",
+        help="attack step, e.g. 2/255 (default: l_inf per dataset; l_2 eps/5)",
     )
     add("--attack-steps", type=int, default=10, help="attack iterations")
     add(
@@ -323,7 +326,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add("--beta", type=float, default=None, help="KL weight of TRADES/MART/FRL (default: preset)")
     add(
         "--sigma",
-        type=float,
+        type=budget_value,
         default=None,
         help=f"--method gaussian-noise: noise std on the [0,1] scale (default {DEFAULT_SIGMA})",
     )
@@ -508,6 +511,14 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "ema.pt (CFA's exponential moving average) or fawa.pt (CFA's fairness-aware weight "
         "average; last.pt if no epoch reached --fawa-threshold)",
     )
+    add(
+        "--best-ties",
+        default="average",
+        choices=TIE_RULES,
+        help="best.pt keeps the epoch of best worst-class validation PGD-20 accuracy; of tied "
+        "epochs, the one of higher average validation accuracy, then the later one (average), "
+        "or the first one (first: the rule of runs saved before this option)",
+    )
     add("--eval-batch-size", type=int, default=256, help="evaluation batch size")
     add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
@@ -669,7 +680,7 @@ def resolve_config(
         f"--step-size must be > 0, got {args.step_size}",
     )
     try:
-        check_budget(1.0 if args.eps is None else args.eps, args.step_size or 1.0, args.norm)
+        check_budget(0.0 if args.eps is None else args.eps, args.step_size or 1.0, args.norm)
     except ValueError as exc:
         parser.error(f"--eps/--step-size (--norm {args.norm}): {exc}")
     if preset.attack == "gaussian":

@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import math
+import shutil
 import signal
 import sys
 import time
@@ -60,13 +61,20 @@ from deep.data import (
     load_dataset,
     stratified_subset,
 )
-from deep.evaluate import format_table
+from deep.evaluate import check_budget, format_table
 from deep.models import CheckpointMismatchError
 from deep.plots import plot_class_weight_steps, plot_class_weights, plot_classwise
 from deep.presets import PRESETS
 from deep.progress import DEFAULT_INTERVAL_S, Progress
 from deep.results import atomic_write_text, build_final_json, write_final_json
-from deep.runtime import apply_thread_policy, exit_on_interrupt, resolve_device
+from deep.runtime import (
+    apply_thread_policy,
+    check_output_dir,
+    exit_on_interrupt,
+    format_budget,
+    resolve_device,
+)
+from deep.selection import RULE_TEXT, better, selection_key
 from deep.trainer import Trainer
 
 __all__ = [
@@ -159,6 +167,10 @@ def _load_init(parser, path: str, cfg: dict, dataset: ImageDataset) -> nn.Module
         ckpt = load_checkpoint(path)
     except CheckpointError as exc:
         parser.error(f"--init: {exc}")
+    trained_on = (ckpt.get("config") or {}).get("dataset") if isinstance(ckpt, dict) else None
+    if trained_on and trained_on != dataset.name:
+        print(f"note: --init {path} was trained on {trained_on}; fine-tuning it on "
+              f"{dataset.name}", flush=True)  # fmt: skip
     config = ckpt.get("model_config")
     if isinstance(config, dict):
         if config.get("name") != cfg["model"]:
@@ -254,7 +266,8 @@ def main(
     resolve_device(parser, cfg["device"])  # a bad --device is an error before anything starts
     ctx = dd.init_distributed(cfg["device"])
     try:
-        code = _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end)
+        with exit_on_interrupt("training", note=" before its first checkpoint; nothing was saved"):
+            code = _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end)
     except BaseException:
         dd.shutdown(ctx, wait=False)
         raise
@@ -270,6 +283,10 @@ def _set_threads(cfg: dict, ctx: dd.DistContext) -> None:
 
 def _open_run_dir(parser, argv, cfg: dict, ctx: dd.DistContext) -> tuple[dict, Path]:
     """The run directory (rank 0 decides, every rank learns it); on --resume, the saved config."""
+    if ctx.is_main:  # a file, a path under a file or an unwritable place: refused before work
+        if cfg["resume"]:
+            check_output_dir(parser, cfg["resume"], "--resume")
+        check_output_dir(parser, cfg["out"] or "runs", "--out")
     if cfg["resume"] is not None:
         run_dir = Path(cfg["resume"] or cfg["out"] or "")
         if not (cfg["resume"] or cfg["out"]):
@@ -353,6 +370,10 @@ def _load_data(parser, cfg: dict, ctx: dd.DistContext) -> ImageDataset:
             parser.error(str(exc))
     norm = cfg.get("norm", "linf")
     cfg["eps"], cfg["step_size"] = dataset.attack_budget(norm, cfg["eps"], cfg["step_size"])
+    try:
+        check_budget(cfg["eps"], cfg["step_size"], norm, tuple(dataset.test.x.shape[1:]))
+    except ValueError as exc:
+        parser.error(f"--eps/--step-size (--norm {norm}): {exc}")
     if cfg["channels_last"] is None:
         cfg["channels_last"] = ctx.device.type == "cuda"
     if cfg["model"] is None and cfg["init"] and cfg["resume"] is None:
@@ -450,8 +471,16 @@ class _RunFiles:
     def end_of_epoch(self, record: dict, weight_steps: list[list[float]]) -> None:
         """Append the epoch's metrics; save last.pt, and best.pt on a better validation score."""
         names = ["last.pt"]
-        if "val" in record and record["val"]["pgd20"]["worst"] > self.best["score"]:
-            self.best.update(score=record["val"]["pgd20"]["worst"], epoch=record["epoch"])
+        rule = self.trainer.cfg.get("best_ties", "first")
+        if "val" in record and better(record, self.best, rule):
+            worst, average = selection_key(record)
+            if worst == self.best["score"]:  # a tie decided by the rule: say so in the log
+                _print(self.ctx, f"best.pt: epoch {record['epoch']} ties epoch "
+                       f"{self.best['epoch']} on worst-class validation PGD-20 accuracy "
+                       f"({100 * worst:.1f}%) and replaces it: average {100 * average:.2f}% vs "
+                       f"{100 * self.best.get('average', float('nan')):.2f}% (--best-ties "
+                       f"{rule})")  # fmt: skip
+            self.best.update(score=worst, average=average, epoch=record["epoch"])
             names.insert(0, "best.pt")  # best.pt first: a kill in between leaves it ahead
         if self.ctx.is_main:
             self.save_averaged_models()
@@ -514,12 +543,21 @@ def _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end) -> int:
         )
     for text in notes if cfg["resume"] is None else []:
         _print(ctx, f"note: {text}")
+    if cfg["resume"] is None:
+        _print(ctx, f"attack budget: {cfg.get('norm', 'linf')} eps {format_budget(cfg['eps'])}, "
+               f"step {format_budget(cfg['step_size'])}")  # fmt: skip
+        if len(dataset.val):
+            ties = "ties: higher average, then later epoch"
+            if cfg.get("best_ties") == "first":
+                ties = "ties: the first epoch"
+            _print(ctx, f"model selection: {RULE_TEXT.split(';')[0]} ({ties}; --best-ties)")
     if cfg["resume"] is not None:
         best = _restore(parser, trainer, run_dir, ctx)
         if trainer.epoch >= cfg["epochs"] and (run_dir / "final.json").exists():
             _print(ctx, f"nothing to do: {run_dir / 'final.json'} holds its test results "
                    "(python -m deep.evaluate evaluates a checkpoint further)")  # fmt: skip
             return 0
+    fresh_dir = not run_dir.exists()
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(_jsonable(cfg), indent=2) + "\n")
@@ -529,6 +567,9 @@ def _run(parser, argv, cfg, ctx, on_step_end, on_epoch_end) -> int:
     files = _RunFiles(run_dir, trainer, loader, best)
     status = _train_loop(trainer, loader, files, on_step_end, on_epoch_end)
     if status is not None:
+        if fresh_dir and ctx.is_main and not (run_dir / "last.pt").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # no checkpoint: no half-written folder
+            _print(ctx, f"nothing was saved; removed {run_dir}")
         return status
     dd.barrier(ctx)
     note = f"; training is saved, python -m deep.train --resume {run_dir} evaluates it"

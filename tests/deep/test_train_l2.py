@@ -164,7 +164,7 @@ def test_cli_records_norm_and_sigma(tmp_path, capsys):
         (["--method", "pgd-at", "--sigma", "0.25"], "--sigma needs --method gaussian-noise"),
         (["--method", "gaussian-noise", "--sigma", "0"], "--sigma must be"),
         (["--norm", "l3"], "--norm"),
-        (["--eps", "1.5"], "eps must be in [0, 1]"),
+        (["--eps", "1.5"], "eps must be in [0, 1)"),
     ],
 )
 def test_bad_norm_or_sigma_exits_2(argv, message, capsys):
