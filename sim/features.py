@@ -279,6 +279,11 @@ def format_features(res: dict, confidence: float) -> str:
         "(sim: fresh test sample; fit: exact errors of the fitted linear model; exact: the optimal "
         "linear classifier of theory.features)"
     )
+    if "mlp" in res["increase"]:
+        lines.append(
+            "(mlp: not linear; it can also use the spread of x, K times wider for class +1 in all "
+            "d + m coordinates, so the linear theory does not bound its errors)"
+        )
     return "\n".join(lines)
 
 
