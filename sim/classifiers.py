@@ -206,13 +206,32 @@ def intercept_error_curves(
     iff ``s - shift_+ <= t`` (shift 0 for standard errors). The breakpoints are these positions;
     the candidates are the midpoints between consecutive distinct breakpoints and one point beyond
     each end.
+
+    Args:
+        x_or_s: inputs (n, d), or projections ``s = 1.x`` (n,) with ``d`` given.
+        y: labels (n,) in {-1, +1}.
+        d: the dimension, needed with projections.
+        eps_minus, eps_plus: the budgets of class -1 and class +1 (0: standard errors).
+        norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        The :class:`InterceptCurves` (candidate intercepts and each class's error at each).
     """
     return SortedProjections(x_or_s, y, d=d).curves(eps_minus, eps_plus, norm)
 
 
 def fit_intercept_objective(curves: InterceptCurves, objective: np.ndarray, d: int):
     """The w = 1 classifier at the candidate intercept minimising ``objective`` (one value per
-    candidate in ``curves.b``; ties go to the first, i.e. the largest intercept)."""
+    candidate in ``curves.b``; ties go to the first, i.e. the largest intercept).
+
+    Args:
+        curves: the error curves of :func:`intercept_error_curves`.
+        objective: one value per candidate intercept.
+        d: the dimension.
+
+    Returns:
+        The :class:`LinearClassifier` with w = 1 at the minimising intercept.
+    """
     i = int(np.argmin(objective))
     return LinearClassifier(w=np.ones(d), b=float(curves.b[i]))
 

@@ -95,6 +95,9 @@ def simulate_dro_coverage(
         tau: the KL budget.
         trials: the number of trials.
         rng: the random generator.
+
+    Returns:
+        The dict described above.
     """
     p = np.asarray(p, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)

@@ -60,7 +60,16 @@ def binomial_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]
 
 def count_errors(y: np.ndarray, correct: np.ndarray, robust_correct: np.ndarray) -> dict:
     """Per-class counts ``{c: [n, standard errors, robust errors]}`` (robust = wrong clean or
-    attacked)."""
+    attacked).
+
+    Args:
+        y: labels (n,) in {-1, +1}.
+        correct: bool (n,), standard correctness.
+        robust_correct: bool (n,), robust correctness.
+
+    Returns:
+        ``{-1: [n, standard errors, robust errors], +1: [...]}``.
+    """
     robust_wrong = ~(np.asarray(robust_correct) & np.asarray(correct))
     wrong = ~np.asarray(correct)
     return {
@@ -73,7 +82,15 @@ def count_errors(y: np.ndarray, correct: np.ndarray, robust_correct: np.ndarray)
 
 def classwise_errors(counts: dict, confidence: float = 0.95) -> dict:
     """``{"-1"|"+1": {"n": int, "standard"|"robust"|"boundary": {"value", "ci_low",
-    "ci_high"}}}``."""
+    "ci_high"}}}``.
+
+    Args:
+        counts: :func:`count_errors`'s counts.
+        confidence: the intervals' level.
+
+    Returns:
+        The errors with Wilson intervals, keyed as above.
+    """
     out = {}
     for c in CLASSES:
         n, k_std, k_rob = (int(v) for v in counts[c])
@@ -148,6 +165,21 @@ def evaluate_many_on_mixture(
     ``robust_kwargs[name]`` goes to that classifier's ``robust_correct``; ``max_points[name]``
     limits it to the first that many test points (e.g. for a costly attack). Returns ``{name:
     errors}``.
+
+    Args:
+        classifiers: ``{name: classifier}``.
+        mixture: a :class:`theory.gaussian.Mixture` with scalar parameters.
+        n_test: the number of test points.
+        rng: the random generator.
+        eps: the budget of the robust error.
+        norm: ``"linf"`` or ``"l2"``.
+        confidence: the intervals' level.
+        chunk_size: the most points drawn at once.
+        robust_kwargs: ``{name: extra arguments of robust_correct}``.
+        max_points: ``{name: the most test points}``.
+
+    Returns:
+        ``{name: errors}``, each as :func:`evaluate_on_mixture` returns them.
     """
     robust_kwargs = robust_kwargs or {}
     max_points = max_points or {}
@@ -178,6 +210,9 @@ def linear_population_errors(mixture, w: np.ndarray, b: float, eps: float, norm:
         b: the intercept.
         eps: the budget.
         norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        ``{"-1"|"+1": {"standard", "robust", "boundary"}}`` (floats).
     """
     d, eta, sigma, k = mixture_params(mixture)
     w = np.asarray(w, dtype=np.float64)

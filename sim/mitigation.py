@@ -139,7 +139,19 @@ class FRLMultipliers:
 
 def intercept_class_errors(s, y, b, *, d, eps, norm="linf"):
     """Class-wise (standard, boundary, robust) errors of ``sign(1.x + b)`` on projections ``s``,
-    each an array ``[class -1, class +1]``."""
+    each an array ``[class -1, class +1]``.
+
+    Args:
+        s: projections ``1.x`` (n,).
+        y: labels (n,) in {-1, +1}.
+        b: the intercept.
+        d: the dimension.
+        eps: the budget (a float, or per-class ``(eps_-, eps_+)``).
+        norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        ``(standard, boundary, robust)``, each float64 ``[class -1, class +1]``.
+    """
     shift = d * eps if norm == "linf" else np.sqrt(d) * eps
     margin = y * (s + b)
     std = np.array([np.mean(margin[y == c] <= 0) for c in (-1, 1)])
@@ -148,7 +160,18 @@ def intercept_class_errors(s, y, b, *, d, eps, norm="linf"):
 
 
 def fit_plain_robust(s, y, *, d, eps, norm="linf") -> float:
-    """Intercept of plain robust ERM (average robust error)."""
+    """Intercept of plain robust ERM (average robust error).
+
+    Args:
+        s: projections ``1.x`` (n,).
+        y: labels (n,) in {-1, +1}.
+        d: the dimension.
+        eps: the budget.
+        norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        The intercept, a float.
+    """
     cur = _sorted(s, y, d).curves(eps, eps, norm)
     return float(cur.b[np.argmin(cur.rob_minus + cur.rob_plus)])
 
@@ -193,6 +216,9 @@ def fit_frl(
         mode: ``"rw"``, ``"rm"`` or ``"rwrm"``.
         settings: tolerances, rates, stages (:class:`FRLSettings`; None: the defaults).
         norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        ``(b, history)``: the final intercept and ``{"b", "w0", "w1", "eps_c"}`` per round.
     """
     settings = settings or FRLSettings()
     mult = FRLMultipliers(mode, settings)
@@ -223,6 +249,9 @@ def fit_faal(
         eps: the budget.
         tau: FAAL's KL budget.
         norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        ``(b, w)``: the intercept and the class weights w* there.
     """
     cur = _sorted(s, y, d).curves(eps, eps, norm)
     losses = np.stack([cur.rob_minus, cur.rob_plus], axis=-1)
@@ -254,6 +283,9 @@ def run_mitigations(
         settings: FRL's settings (None: the defaults).
         methods: names from :data:`MITIGATIONS`.
         norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        ``{method: {"b": float, ...}}`` (FRL adds its history, FAAL its weights).
     """
     out: dict[str, dict] = {}
     for method in methods:

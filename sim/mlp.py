@@ -26,6 +26,12 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
 
     The matrices here are tiny, so extra intra-op threads only add synchronisation cost (and on a
     busy machine a lot of it); the default everywhere in this module is one thread.
+
+    Args:
+        num_threads: torch's intra-op threads inside the block (None: unchanged).
+
+    Yields:
+        None.
     """
     if num_threads is None:
         yield
