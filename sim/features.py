@@ -298,9 +298,9 @@ def run_demo_features(args) -> dict:
         "n_proj": min(args.n_proj, 50_000),
         "n_train": min(args.n_train, 5_000),
         "n_test": min(args.n_test, 100_000),
-        "mlp_train": min(args.mlp_train, 1_000),
-        "mlp_test": min(args.mlp_test, 20_000),
-        "mlp_epochs": args.mlp_epochs,
+        "mlp_train": min(args.mlp_train, 500),
+        "mlp_test": min(args.mlp_test, 10_000),
+        "mlp_epochs": min(args.mlp_epochs, 100),
         "pgd_steps": args.pgd_steps,
     }
     parts = ("erm", "logistic") + (("mlp",) if "mlp" in args.parts else ())
