@@ -427,6 +427,9 @@ def evaluate_cifar10c(
         n_per_class: a stratified subset of this many images per class (None: all).
         seed: the subset's seed.
         progress: show progress.
+
+    Returns:
+        ``{corruption: {str(severity): {"per_class", "average", "worst", "counts"}}}``.
     """
     unknown = [c for c in corruptions if c not in _ALL_CORRUPTIONS]
     if unknown:
