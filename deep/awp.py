@@ -28,7 +28,14 @@ AWP_EPS = 1e-20
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The underlying module of a DistributedDataParallel / DataParallel / torch.compile wrapper."""
+    """The underlying module of a DistributedDataParallel / DataParallel / torch.compile wrapper.
+
+    Args:
+        model: a module, possibly wrapped.
+
+    Returns:
+        The innermost module.
+    """
     while True:
         if isinstance(getattr(model, "module", None), nn.Module):
             model = model.module
@@ -39,7 +46,14 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def perturbed_parameter_names(model: nn.Module) -> list[str]:
-    """Names of the parameters AWP perturbs: ndim >= 2 and "weight" in the name."""
+    """Names of the parameters AWP perturbs: ndim >= 2 and "weight" in the name.
+
+    Args:
+        model: the network.
+
+    Returns:
+        The parameter names, in ``named_parameters`` order.
+    """
     return [
         name
         for name, param in unwrap_model(model).named_parameters()
@@ -172,7 +186,17 @@ def make_awp(
     proxy_lr: float = 0.1,
     reduce_fn: Callable[[torch.Tensor], object] | None = None,
 ) -> AWP:
-    """AWP with a deep copy of ``model`` as proxy and plain SGD (lr ``proxy_lr``) for it."""
+    """AWP with a deep copy of ``model`` as proxy and plain SGD (lr ``proxy_lr``) for it.
+
+    Args:
+        model: the network.
+        gamma: the relative size of the weight perturbation.
+        proxy_lr: the proxy's SGD learning rate.
+        reduce_fn: averages the perturbation over processes (None in one process).
+
+    Returns:
+        The :class:`AWP`.
+    """
     if not proxy_lr > 0.0:
         raise ValueError(f"proxy_lr must be > 0, got {proxy_lr}")
     proxy = copy.deepcopy(unwrap_model(model))

@@ -25,6 +25,14 @@ MODULES = (
     "deep.attacks",
     "deep.metrics",
     "deep.objectives",
+    "deep.methods",
+    "deep.methods.base",
+    "deep.methods.faal",
+    "deep.methods.frl",
+    "deep.methods.cfa",
+    "deep.methods.wat",
+    "deep.methods.dafa",
+    "deep.awp",
 )
 #: Functions of command-line modules that the API reference shows.
 FUNCTIONS = (

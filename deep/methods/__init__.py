@@ -40,6 +40,18 @@ def build_method(
 
     ``reduce_fn`` sums class statistics over processes (``deep.distributed.make_reduce_fn``);
     ``ratio_vector`` turns ``CLASS=RATIO`` pairs into per-class ratios (fixed-class).
+
+    Args:
+        cfg: the resolved configuration.
+        preset: the :class:`deep.presets.Preset` of ``cfg["method"]``.
+        classes: the class names.
+        eps: the data set's budget.
+        step_size: the data set's attack step.
+        reduce_fn: sums class statistics over processes (None in one process).
+        ratio_vector: parses ``CLASS=RATIO`` options.
+
+    Returns:
+        The method (a :class:`deep.methods.base.UniformWeighting` or a subclass).
     """
     n = len(classes)
     kind = preset.weighting
@@ -62,7 +74,15 @@ def build_method(
 
 def build_weighting(name: str, num_classes: int, **kwargs) -> UniformWeighting:
     """A class weighting by name (uniform, faal, frl, baseline, fixed-class); ``kwargs`` go to
-    its class."""
+    its class.
+
+    Args:
+        name: ``"uniform"``, ``"faal"``, ``"frl"``, ``"baseline"`` or ``"fixed-class"``.
+        num_classes: the number of classes.
+
+    Returns:
+        The weighting.
+    """
     if name == "uniform":
         return UniformWeighting(num_classes, **kwargs)
     if name == "faal":

@@ -90,7 +90,15 @@ class EpochEnd:
 
 
 def check_kind(state: dict, kind: str) -> None:
-    """ValueError unless ``state`` is a state dict of a method of this ``kind``."""
+    """ValueError unless ``state`` is a state dict of a method of this ``kind``.
+
+    Args:
+        state: a method's ``state_dict()``.
+        kind: the expected kind.
+
+    Returns:
+        None.
+    """
     if not isinstance(state, dict) or state.get("kind") != kind:
         found = state.get("kind") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"state_dict is not a {kind!r} weighting state (kind={found!r})")
@@ -112,6 +120,18 @@ def classwise_sums(
     per-class shard (``deep.distributed.shard_per_class``) and the sums are added over processes,
     so every rank gets the same totals (rank 0 does all the work when a class has fewer samples
     than ranks).
+
+    Args:
+        per_sample: ``(x, y) -> (B, K)`` values.
+        split: the images (an :class:`deep.data.ImageSplit`).
+        num_classes: the number of classes C.
+        ctx: the process group (:class:`deep.distributed.DistContext`).
+        width: K.
+        batch_size: images per batch.
+        device: where to run.
+
+    Returns:
+        ``(sums, counts)``: float64 tensors (K, C) and (C,).
     """
     from deep import distributed as dd
     from deep.data import BatchLoader
@@ -142,6 +162,16 @@ def validation_class_sums(
 
     The attack generator is seeded from the run's seed, the epoch, the rank and ``stream`` (one
     stream per use), independent of the training streams: a resumed run draws the same starts.
+
+    Args:
+        end: the epoch's end (model, validation split, seed, epoch, process group).
+        per_sample: ``(x, y, generator) -> (B, K)`` values.
+        num_classes: the number of classes C.
+        width: K.
+        stream: which random stream of the epoch to use.
+
+    Returns:
+        ``(sums, counts)``: float64 numpy arrays (K, C) and (C,).
     """
     model = end.model
     device = next(model.parameters()).device

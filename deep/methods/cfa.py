@@ -52,12 +52,30 @@ __all__ = [
 
 
 def calibrated_eps(acc, eps: float, lambda1: float) -> np.ndarray:
-    """CCM: ``eps_k = (lambda1 + A_k) eps`` (CFA Sec. 4.1; no clipping, as in the paper)."""
+    """CCM: ``eps_k = (lambda1 + A_k) eps`` (CFA Sec. 4.1; no clipping, as in the paper).
+
+    Args:
+        acc: class accuracies A_k (C,).
+        eps: the base budget.
+        lambda1: CCM's offset.
+
+    Returns:
+        The per-class budgets, float64 (C,).
+    """
     return (lambda1 + np.asarray(acc, dtype=np.float64)) * eps
 
 
 def calibrated_kl_weight(acc, beta: float, lambda2: float) -> np.ndarray:
-    """CCR: the KL weight ``b_k / (1 + b_k)``, ``b_k = (lambda2 + A_k) beta`` (CFA Sec. 4.2)."""
+    """CCR: the KL weight ``b_k / (1 + b_k)``, ``b_k = (lambda2 + A_k) beta`` (CFA Sec. 4.2).
+
+    Args:
+        acc: class accuracies A_k (C,).
+        beta: TRADES's beta.
+        lambda2: CCR's offset.
+
+    Returns:
+        The per-class KL weights, float64 (C,).
+    """
     b = (lambda2 + np.asarray(acc, dtype=np.float64)) * beta
     return b / (1.0 + b)
 
@@ -65,28 +83,60 @@ def calibrated_kl_weight(acc, beta: float, lambda2: float) -> np.ndarray:
 def cfa_trades_loss(
     ce_i: torch.Tensor, kl_i: torch.Tensor, y: torch.Tensor, kl_weights: torch.Tensor
 ) -> torch.Tensor:
-    """``(1/B) sum_i [(1 - w_{y_i}) CE_i + w_{y_i} KL_i]`` with per-class KL weights w (C,)."""
+    """``(1/B) sum_i [(1 - w_{y_i}) CE_i + w_{y_i} KL_i]`` with per-class KL weights w (C,).
+
+    Args:
+        ce_i: per-sample clean cross-entropy (B,).
+        kl_i: per-sample KL(p_clean || p_adv) (B,).
+        y: labels (B,).
+        kl_weights: per-class KL weights (C,).
+
+    Returns:
+        The loss, a scalar tensor.
+    """
     w = kl_weights.to(device=ce_i.device, dtype=ce_i.dtype)[y]
     return ((1.0 - w) * ce_i + w * kl_i).mean()
 
 
 def default_begin(epochs: int) -> int:
     """CFA's ``begin``: 10 for runs of >= 100 epochs (the paper), else ``max(1, round(epochs/20))``
-    (the same 5 % of a 200-epoch run; at least one epoch of statistics first)."""
+    (the same 5 % of a 200-epoch run; at least one epoch of statistics first).
+
+    Args:
+        epochs: the run's epochs.
+
+    Returns:
+        The first calibrated epoch (0-based).
+    """
     return 10 if epochs >= 100 else max(1, round(epochs / 20))
 
 
 def default_decay(epochs: int) -> float:
     """EMA / FAWA decay per epoch: 0.88 (the paper) for runs of >= 100 epochs, else
     ``0.88 ** (100 / epochs)``: the averaging window keeps its share of the run, so a 4-epoch run
-    (0.041) is not dominated by its first, least robust epochs."""
+    (0.041) is not dominated by its first, least robust epochs.
+
+    Args:
+        epochs: the run's epochs.
+
+    Returns:
+        The decay per epoch.
+    """
     return 0.88 ** max(1.0, 100.0 / epochs)
 
 
 def default_fawa_threshold(dataset: str, trades: bool) -> float:
     """FAWA's worst-class threshold: 0.2 (AT) / 0.24 (TRADES) as in the paper (CIFAR); on
     Fashion-MNIST, whose worst class ("shirt") stays far less robust (PGD-20 about 5 % after short
-    runs), 0.04 / 0.048, in the same ratio."""
+    runs), 0.04 / 0.048, in the same ratio.
+
+    Args:
+        dataset: the data set's name.
+        trades: whether the method is CFA-TRADES.
+
+    Returns:
+        The threshold on the worst class's validation PGD accuracy.
+    """
     if dataset == "fashion-mnist":
         return 0.048 if trades else 0.04
     return 0.24 if trades else 0.2
@@ -247,7 +297,19 @@ class CFAMethod(UniformWeighting):
 
 
 def from_config(cfg: dict, preset, num_classes: int, eps: float, step_size: float, reduce_fn):
-    """CFA of a run's configuration (``--cfa-*``, ``--fawa-threshold``)."""
+    """CFA of a run's configuration (``--cfa-*``, ``--fawa-threshold``).
+
+    Args:
+        cfg: the resolved configuration.
+        preset: the run's preset (AT or TRADES mode).
+        num_classes: the number of classes.
+        eps: the data set's budget.
+        step_size: the data set's attack step.
+        reduce_fn: sums class statistics over processes (None in one process).
+
+    Returns:
+        The :class:`CFAMethod`.
+    """
     trades = preset.objective == "trades"
     threshold = cfg.get("fawa_threshold")
     if threshold is None:

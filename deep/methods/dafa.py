@@ -42,6 +42,13 @@ def dafa_weights(class_probs, lam: float) -> np.ndarray:
     """DAFA's class weights from the class-mean probability matrix P (C, C), float64.
 
     ``w_i = 1 + lam sum_{j != i} ( [P_ii < P_jj] P_ij P_jj - [P_ii >= P_jj] P_ji P_ii )``.
+
+    Args:
+        class_probs: P, the class-mean probability matrix (C, C).
+        lam: the shift's strength lambda.
+
+    Returns:
+        The weights, float64 (C,), not clipped.
     """
     p = np.asarray(class_probs, dtype=np.float64)
     d = np.diag(p)
@@ -60,7 +67,18 @@ def dafa_trades_loss(
     weights: torch.Tensor,
     beta: float,
 ) -> torch.Tensor:
-    """``(1/B) sum_i w_{y_i} CE(f(x_i), y_i) + beta (1/B) sum_i KL_i``: w on the clean CE only."""
+    """``(1/B) sum_i w_{y_i} CE(f(x_i), y_i) + beta (1/B) sum_i KL_i``: w on the clean CE only.
+
+    Args:
+        logits_adv: logits of the adversarial inputs (B, C).
+        logits_clean: logits of the clean inputs (B, C).
+        y: labels (B,).
+        weights: the class weights (C,).
+        beta: TRADES's beta.
+
+    Returns:
+        The loss, a scalar tensor.
+    """
     w = weights.to(device=logits_clean.device, dtype=logits_clean.dtype)[y]
     ce = cross_entropy(logits_clean, y)
     return (w * ce).mean() + beta * kl_clean_adv(logits_clean, logits_adv).mean()
@@ -68,7 +86,14 @@ def dafa_trades_loss(
 
 def default_warmup(epochs: int) -> int:
     """DAFA's warm-up: 70 of 110 epochs in the paper; ``round(70 / 110 * epochs)`` epochs here,
-    at least 1 and at most ``epochs - 1`` (so the weights are used at all)."""
+    at least 1 and at most ``epochs - 1`` (so the weights are used at all).
+
+    Args:
+        epochs: the run's epochs.
+
+    Returns:
+        The warm-up's length in epochs.
+    """
     return min(max(1, round(epochs * 70 / 110)), max(1, epochs - 1))
 
 
@@ -190,7 +215,19 @@ def default_lambda(dataset: str) -> float:
 
 
 def from_config(cfg: dict, preset, num_classes: int, eps: float, step_size: float, reduce_fn):
-    """DAFA of a run's configuration (``--dafa-*``)."""
+    """DAFA of a run's configuration (``--dafa-*``).
+
+    Args:
+        cfg: the resolved configuration.
+        preset: the run's preset (AT or TRADES mode).
+        num_classes: the number of classes.
+        eps: the data set's budget.
+        step_size: the data set's attack step.
+        reduce_fn: sums class statistics over processes (None in one process).
+
+    Returns:
+        The :class:`DAFAMethod`.
+    """
     lam, warmup = cfg.get("dafa_lambda"), cfg.get("dafa_warmup")
     return DAFAMethod(
         num_classes,

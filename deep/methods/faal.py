@@ -225,7 +225,18 @@ class FAALWeighting(UniformWeighting):
 
 
 def from_config(cfg: dict, num_classes: int, eps: float, step_size: float, reduce_fn):
-    """The FAAL weighting of a run's configuration (``--tau``, ``--tau-schedule``, ...)."""
+    """The FAAL weighting of a run's configuration (``--tau``, ``--tau-schedule``, ...).
+
+    Args:
+        cfg: the resolved configuration (:func:`deep.config.resolve_config`).
+        num_classes: the number of classes.
+        eps: the data set's budget.
+        step_size: the data set's attack step.
+        reduce_fn: sums class statistics over processes (None in one process).
+
+    Returns:
+        The :class:`FAALWeighting`.
+    """
     return FAALWeighting(
         tau=cfg["tau"],
         tau_schedule=cfg["tau_schedule"],

@@ -459,7 +459,18 @@ class FixedClassWeighting(_TwoTermWeighting):
 
 
 def frl_from_config(cfg: dict, preset, num_classes: int, eps: float, step_size: float):
-    """FRL of a run's configuration (``--frl-*``); per-class eps capped at 2x eps by default."""
+    """FRL of a run's configuration (``--frl-*``); per-class eps capped at 2x eps by default.
+
+    Args:
+        cfg: the resolved configuration.
+        preset: the run's preset (its FRL mode).
+        num_classes: the number of classes.
+        eps: the data set's budget.
+        step_size: the data set's attack step.
+
+    Returns:
+        The :class:`FRLWeighting`.
+    """
     cap = cfg["frl_eps_cap"] if cfg["frl_eps_cap"] is not None else 2.0 * eps
     return FRLWeighting(
         num_classes,
@@ -479,7 +490,17 @@ def frl_from_config(cfg: dict, preset, num_classes: int, eps: float, step_size: 
 
 
 def baseline_from_config(cfg: dict, num_classes: int, eps: float, step_size: float):
-    """Baseline Reweight of a run's configuration (``--baseline-boost``)."""
+    """Baseline Reweight of a run's configuration (``--baseline-boost``).
+
+    Args:
+        cfg: the resolved configuration (:func:`deep.config.resolve_config`).
+        num_classes: the number of classes.
+        eps: the data set's budget.
+        step_size: the data set's attack step.
+
+    Returns:
+        The :class:`BaselineReweight`.
+    """
     return BaselineReweight(
         num_classes, boost=cfg["baseline_boost"], base_eps=eps, base_step=step_size
     )
@@ -489,7 +510,18 @@ def fixed_class_from_config(
     cfg: dict, classes: Sequence[str], eps: float, step_size: float, ratio_vector
 ):
     """Fixed class weights of a run's configuration (``--class-boundary-weight`` /
-    ``--class-eps-scale``, parsed into per-class ratios by ``ratio_vector``)."""
+    ``--class-eps-scale``, parsed into per-class ratios by ``ratio_vector``).
+
+    Args:
+        cfg: the resolved configuration.
+        classes: the class names.
+        eps: the data set's budget.
+        step_size: the data set's attack step.
+        ratio_vector: parses ``CLASS=RATIO`` options into per-class ratios.
+
+    Returns:
+        The :class:`FixedClassWeighting`.
+    """
     return FixedClassWeighting(
         len(classes),
         eps,

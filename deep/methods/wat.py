@@ -34,7 +34,15 @@ __all__ = ["WATMethod", "from_config", "wat_costs", "wat_loss", "wat_weights"]
 
 
 def wat_weights(cumulative_cost, eta: float) -> np.ndarray:
-    """``(C + 1) softmax(eta S)`` over the C + 1 entries of S, in log-sum-exp form (float64)."""
+    """``(C + 1) softmax(eta S)`` over the C + 1 entries of S, in log-sum-exp form (float64).
+
+    Args:
+        cumulative_cost: S, the summed costs (C + 1,).
+        eta: the exponential-weights rate.
+
+    Returns:
+        The weights, float64 (C + 1,), summing to C + 1.
+    """
     z = eta * np.asarray(cumulative_cost, dtype=np.float64)
     z = z - z.max()
     e = np.exp(z)
@@ -42,7 +50,17 @@ def wat_weights(cumulative_cost, eta: float) -> np.ndarray:
 
 
 def wat_costs(ce_sums, kl_sums, counts, beta: float) -> np.ndarray:
-    """The epoch's costs (C + 1,): per class mean ``CE + beta KL``, then the overall mean."""
+    """The epoch's costs (C + 1,): per class mean ``CE + beta KL``, then the overall mean.
+
+    Args:
+        ce_sums: per-class sums of the cross-entropy (C,).
+        kl_sums: per-class sums of the KL term (C,).
+        counts: per-class counts (C,).
+        beta: TRADES's beta.
+
+    Returns:
+        float64 (C + 1,).
+    """
     ce_sums, kl_sums = np.asarray(ce_sums, np.float64), np.asarray(kl_sums, np.float64)
     counts = np.asarray(counts, np.float64)
     per_class = (ce_sums + beta * kl_sums) / np.maximum(counts, 1.0)
@@ -53,7 +71,18 @@ def wat_costs(ce_sums, kl_sums, counts, beta: float) -> np.ndarray:
 def wat_loss(
     ce_i: torch.Tensor, kl_i: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, beta: float
 ) -> torch.Tensor:
-    """``(1/B) sum_i (w_{y_i} + w_C) (CE_i + beta KL_i)``, weights (C + 1,)."""
+    """``(1/B) sum_i (w_{y_i} + w_C) (CE_i + beta KL_i)``, weights (C + 1,).
+
+    Args:
+        ce_i: per-sample clean cross-entropy (B,).
+        kl_i: per-sample KL(p_clean || p_adv) (B,).
+        y: labels (B,).
+        weights: the C + 1 weights.
+        beta: TRADES's beta.
+
+    Returns:
+        The loss, a scalar tensor.
+    """
     w = weights.to(device=ce_i.device, dtype=ce_i.dtype)
     return ((w[y] + w[-1]) * (ce_i + beta * kl_i)).mean()
 
@@ -139,5 +168,15 @@ class WATMethod(UniformWeighting):
 
 
 def from_config(cfg: dict, num_classes: int, eps: float, step_size: float) -> WATMethod:
-    """WAT of a run's configuration (``--wat-eta``, ``--beta``)."""
+    """WAT of a run's configuration (``--wat-eta``, ``--beta``).
+
+    Args:
+        cfg: the resolved configuration (:func:`deep.config.resolve_config`).
+        num_classes: the number of classes.
+        eps: the data set's budget.
+        step_size: the data set's attack step.
+
+    Returns:
+        The :class:`WATMethod`.
+    """
     return WATMethod(num_classes, eps, step_size, eta=cfg["wat_eta"], beta=cfg["beta"])
