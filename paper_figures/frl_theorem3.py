@@ -19,19 +19,24 @@ Left: against m / d at fixed gamma / eps; right: against gamma / eps at fixed m 
     python -m paper_figures.frl_theorem3 [--quick] [--d 1 --eta 1 --sigma 1 --K 2 --eps 0.5]
 
 Writes ``frl_theorem3.png`` and ``frl_theorem3.csv`` (sweep, m, gamma, class, printed, exact,
-exact_l2, sim, sim_ci_low, sim_ci_high).
+exact_l2, sim, sim_ci_low, sim_ci_high); the rows are cached in ``--runs-dir`` (the full
+simulation takes about a minute of CPU time) and reused when every setting matches.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
 from deep.runtime import budget_value
-from paper_figures.common import build_parser, parse_args, write_csv
+from paper_figures.common import DEFAULT_RUNS_DIR, build_parser, parse_args, write_csv
 from paper_figures.runs import main_with_errors
 from paper_figures.style import BINARY_CLASS_COLORS, new_figure, save_figure
 from sim.features import fit_two_scale_erm, sample_block_sums
@@ -41,6 +46,8 @@ __all__ = ["increase_rows", "main"]
 
 NAME = "frl_theorem3"
 CLASSES = ("-1", "+1")
+HEADER = ("sweep", "m", "gamma", "class", "printed", "exact", "exact_l2", "sim", "sim_ci_low",
+          "sim_ci_high")  # fmt: skip
 
 
 def _simulated_increase(mixture, eps, n_train, n_test, replicates, rng) -> dict:
@@ -134,6 +141,16 @@ def _plot(rows, base: dict, path, smoke_test) -> None:
     save_figure(fig, path, smoke_test=smoke_test)
 
 
+def _read_rows(path: Path) -> list[tuple]:
+    """The rows of a cached CSV (written by this script), typed as ``increase_rows`` makes them."""
+    with open(path, newline="") as fh:
+        return [
+            (r["sweep"], int(r["m"]), float(r["gamma"]), r["class"],
+             *(float(r[k]) for k in HEADER[4:]))
+            for r in csv.DictReader(fh)
+        ]  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(NAME, __doc__.splitlines()[0], deep=False)
     parser.add_argument("--d", type=int, default=1, help="robust features")
@@ -148,6 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--eps", type=budget_value, default=0.5, help="l_inf budget, gamma < eps < eta"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulation")
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=DEFAULT_RUNS_DIR,
+        help="cache of the computed rows (reused when every setting matches)",
+    )
     args = parse_args(parser, argv)
     if args.d < 1 or args.m < 1:
         parser.error(f"--d and --m must be >= 1, got {args.d}, {args.m}")
@@ -163,14 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     m_grid = np.unique(np.round(np.geomspace(1, 500, points) * args.d).astype(int))
     gamma_grid = np.linspace(0.05, 0.95, points) * args.eps
     n_train, n_test = (10_000, 20_000) if args.quick else (50_000, 100_000)
-    rows = increase_rows(base, m_grid, gamma_grid, n_train=n_train, n_test=n_test,
-                         replicates=reps, seed=args.seed)  # fmt: skip
-    csv_path = write_csv(
-        args.out / f"{NAME}.csv",
-        ["sweep", "m", "gamma", "class", "printed", "exact", "exact_l2", "sim", "sim_ci_low",
-         "sim_ci_high"],
-        rows,
-    )  # fmt: skip
+    sizes = {"n_train": n_train, "n_test": n_test, "replicates": reps, "seed": args.seed}
+    setting = {**base, **sizes, "m_grid": m_grid.tolist(), "gamma_grid": gamma_grid.tolist()}
+    key = hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
+    cache = args.runs_dir / f"{NAME}-{key}.csv"
+    if cache.exists():
+        rows = _read_rows(cache)
+    else:
+        rows = increase_rows(base, m_grid, gamma_grid, **sizes)
+        write_csv(cache, HEADER, rows)
+    csv_path = write_csv(args.out / f"{NAME}.csv", HEADER, rows)
     png = args.out / f"{NAME}.png"
     smoke = (
         f"--quick: a smoke test ({reps} x {n_train} training / {n_test} test samples per point)"
