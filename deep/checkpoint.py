@@ -196,8 +196,11 @@ def load_checkpoint(
 
     Reads with ``weights_only=True``. ``trusted=True`` uses ``weights_only=False`` instead, which
     can run arbitrary code from the file: only for files from a source you trust that hold other
-    Python objects. Raises :class:`CheckpointError` naming the file if it is missing, not a torch
-    file, truncated, holds objects outside the safe set, or does not hold a dict.
+    Python objects. The file's SHA-256 digest (:func:`serialize_with_digest`) is verified before
+    anything is unpickled; a file without one (an older version's) loads with a one-line note on
+    stderr. Raises :class:`CheckpointError` naming the file if it is missing, changed since it was
+    written, not a torch file, truncated, holds objects outside the safe set, or does not hold a
+    dict.
 
     Args:
         path: the checkpoint file.
