@@ -126,7 +126,7 @@ def sample_projections(
 
 
 def iter_mixture_chunks(
-    mixture, n: int, rng: np.random.Generator, *, chunk_size: int = 200_000
+    mixture, n: int, rng: np.random.Generator, *, chunk_size: int = 200_000, sample=None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``n`` mixture points in chunks of at most ``chunk_size`` (bounded memory for large
     d).
@@ -136,14 +136,16 @@ def iter_mixture_chunks(
         n: the number of points in all.
         rng: the random generator.
         chunk_size: the most points per chunk.
+        sample: ``sample(mixture, n, rng) -> (x, y)``; default :func:`sample_mixture` (another
+            distribution, e.g. ``sim.features.sample_features`` for FRL's D').
 
     Yields:
-        ``(x, y)`` chunks as :func:`sample_mixture` returns them.
+        ``(x, y)`` chunks as ``sample`` returns them.
     """
     n = _check_n(n)
     chunk_size = _check_n(chunk_size)
     done = 0
     while done < n:
         m = min(chunk_size, n - done)
-        yield sample_mixture(mixture, m, rng)
+        yield (sample_mixture if sample is None else sample)(mixture, m, rng)
         done += m

@@ -159,6 +159,7 @@ def evaluate_many_on_mixture(
     chunk_size: int = 200_000,
     robust_kwargs: dict | None = None,
     max_points: dict | None = None,
+    sample=None,
 ) -> dict:
     """:func:`evaluate_on_mixture` for several classifiers on the same test points.
 
@@ -177,6 +178,8 @@ def evaluate_many_on_mixture(
         chunk_size: the most points drawn at once.
         robust_kwargs: ``{name: extra arguments of robust_correct}``.
         max_points: ``{name: the most test points}``.
+        sample: draws the test points, ``sample(mixture, n, rng) -> (x, y)``; default
+            ``sim.data.sample_mixture``.
 
     Returns:
         ``{name: errors}``, each as :func:`evaluate_on_mixture` returns them.
@@ -185,7 +188,7 @@ def evaluate_many_on_mixture(
     max_points = max_points or {}
     total = {name: {c: np.zeros(3, dtype=np.int64) for c in CLASSES} for name in classifiers}
     seen = 0
-    for x, y in iter_mixture_chunks(mixture, n_test, rng, chunk_size=chunk_size):
+    for x, y in iter_mixture_chunks(mixture, n_test, rng, chunk_size=chunk_size, sample=sample):
         for name, clf in classifiers.items():
             keep = max(0, min(len(y), max_points.get(name, n_test) - seen))
             if keep == 0:

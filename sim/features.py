@@ -25,7 +25,7 @@ from sim.classifiers import (
     fit_logistic_natural,
     fit_logistic_robust,
 )
-from sim.evaluation import classwise_errors, count_errors
+from sim.evaluation import evaluate_many_on_mixture
 from theory.features import FeatureMixture
 
 __all__ = [
@@ -122,35 +122,14 @@ def fit_two_scale_erm(
     return LinearClassifier(w=w, b=float(b))
 
 
-def evaluate_on_features(
-    classifiers: dict,
-    mixture: FeatureMixture,
-    n_test: int,
-    rng: np.random.Generator,
-    *,
-    eps: float,
-    norm: str = "linf",
-    confidence: float = 0.95,
-    chunk_size: int = 50_000,
-    robust_kwargs: dict | None = None,
-    max_points: dict | None = None,
-) -> dict:
+def evaluate_on_features(classifiers: dict, mixture: FeatureMixture, n_test: int, rng, **kwargs):
     """Class-wise errors with Wilson CIs of each classifier on the same ``n_test`` fresh points of
-    D' (drawn in chunks); see ``sim.evaluation.evaluate_many_on_mixture`` for the arguments."""
-    robust_kwargs, max_points = robust_kwargs or {}, max_points or {}
-    total = {name: {c: np.zeros(3, dtype=np.int64) for c in (-1, 1)} for name in classifiers}
-    seen = 0
-    while seen < n_test:
-        x, y = sample_features(mixture, min(chunk_size, n_test - seen), rng)
-        for name, clf in classifiers.items():
-            keep = max(0, min(len(y), max_points.get(name, n_test) - seen))
-            if keep:
-                xs, ys = x[:keep], y[:keep]
-                rob = clf.robust_correct(xs, ys, eps, norm, **robust_kwargs.get(name, {}))
-                for c, v in count_errors(ys, clf.correct(xs, ys), rob).items():
-                    total[name][c] += v
-        seen += len(y)
-    return {name: classwise_errors(t, confidence) for name, t in total.items()}
+    D': ``sim.evaluation.evaluate_many_on_mixture`` (same keyword arguments) drawing from D',
+    by default in chunks of about 32 MB."""
+    kwargs.setdefault("chunk_size", max(1_000, 4_000_000 // (int(mixture.d) + int(mixture.m))))
+    return evaluate_many_on_mixture(
+        classifiers, mixture, n_test, rng, sample=sample_features, **kwargs
+    )
 
 
 def increase_with_ci(natural: dict, robust: dict, z: float = 1.96) -> dict:
