@@ -75,6 +75,7 @@ from theory.gaussian import (
     _check_K_paper,
     _check_norm,
     _check_positive,
+    _check_positive_integer,
     _first_bad,
     _q_stable,
     _scalar_or_array,
@@ -103,11 +104,7 @@ _T_GRID = 401
 
 
 def _check_m(m) -> np.ndarray:
-    arr = _as_finite(m, "m")
-    bad = (arr < 1) | (arr != np.floor(arr))
-    if np.any(bad):
-        raise ValueError(f"m must be a positive integer (1, 2, 3, ...), got {_first_bad(arr, bad)}")
-    return arr
+    return _check_positive_integer(m, "m")
 
 
 def _check_nonnegative(value, name: str) -> np.ndarray:

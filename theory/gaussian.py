@@ -79,12 +79,18 @@ def _as_finite(value, name: str) -> np.ndarray:
     return arr
 
 
-def _check_d(d) -> np.ndarray:
-    arr = _as_finite(d, "d")
+def _check_positive_integer(value, name: str) -> np.ndarray:
+    arr = _as_finite(value, name)
     bad = (arr < 1) | (arr != np.floor(arr))
     if np.any(bad):
-        raise ValueError(f"d must be a positive integer (1, 2, 3, ...), got {_first_bad(arr, bad)}")
+        raise ValueError(
+            f"{name} must be a positive integer (1, 2, 3, ...), got {_first_bad(arr, bad)}"
+        )
     return arr
+
+
+def _check_d(d) -> np.ndarray:
+    return _check_positive_integer(d, "d")
 
 
 def _check_positive(value, name: str) -> np.ndarray:
