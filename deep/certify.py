@@ -70,6 +70,7 @@ from deep.runtime import (
     budget_value,
     check_output_dir,
     exit_on_interrupt,
+    format_budget,
     resolve_device,
 )
 
@@ -536,6 +537,7 @@ def _main(argv: Sequence[str] | None) -> int:
 def _certify_to(args, model, config, data, split, indices, radii, device, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {out}", flush=True)
+    print(f"noise: sigma {format_budget(args.sigma)}", flush=True)
     generator = torch.Generator(device=device)
     generator.manual_seed(args.seed)
     start = time.perf_counter()

@@ -38,9 +38,9 @@ def test_dataset_and_sigma_come_from_the_checkpoint(noise_run, tmp_path, capsys)
     assert result["dataset"] == "digits" and result["sigma"] == 0.25
     argv = ["--checkpoint", str(noise_run), "--sigma", "64/255", "--out", str(tmp_path / "d")]
     assert main(argv + FAST) == 0
-    assert "note: differs from the training run: --sigma 0.25098 (64/255) (training: 0.25)" in (
-        capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert "note: differs from the training run: --sigma 0.25098 (64/255) (training: 0.25)" in out
+    assert "noise: sigma 0.25098 (64/255)" in out
     assert json.loads((tmp_path / "d" / "certify.json").read_text())["sigma"] == 64 / 255
 
 
