@@ -283,10 +283,10 @@ def _set_threads(cfg: dict, ctx: dd.DistContext) -> None:
 
 def _open_run_dir(parser, argv, cfg: dict, ctx: dd.DistContext) -> tuple[dict, Path]:
     """The run directory (rank 0 decides, every rank learns it); on --resume, the saved config."""
-    if ctx.is_main:  # a file, a path under a file or an unwritable place: refused before work
-        if cfg["resume"]:
-            check_output_dir(parser, cfg["resume"], "--resume")
-        check_output_dir(parser, cfg["out"] or "runs", "--out")
+    # a file, a path under a file or an unwritable place: refused before any work (every rank)
+    if cfg["resume"]:
+        check_output_dir(parser, cfg["resume"], "--resume")
+    check_output_dir(parser, cfg["out"] or "runs", "--out")
     if cfg["resume"] is not None:
         run_dir = Path(cfg["resume"] or cfg["out"] or "")
         if not (cfg["resume"] or cfg["out"]):
