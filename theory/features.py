@@ -39,10 +39,10 @@ What the exact optimisation shows (checked in ``tests/theory/test_features.py``)
   with weights proportional to their scale (equal weights w = 1 would do worse), and the printed A
   is exact.
 * Robust, l_inf: the worst case moves w.x by eps ||w||_1, each coordinate contributes
-  |w_i| (theta_i - eps) at best, so the optimal w is proportional to (theta - eps)_+ : v = 0 exactly
-  when gamma <= eps (the paper's second assumption holds), and the printed B and the class errors of
-  f_rob are exact. Hence on the whole l_inf domain of D' (K > 1, 0 <= gamma < eps < eta) the
-  printed class errors equal the exact ones.
+  abs(w_i) (theta_i - eps) at best, so the optimal w is proportional to (theta - eps)_+ : v = 0
+  exactly when gamma <= eps (the paper's second assumption holds), and the printed B and the class
+  errors of f_rob are exact. Hence on the whole l_inf domain of D' (K > 1, 0 <= gamma < eps < eta)
+  the printed class errors equal the exact ones.
 * Robust, l_2: the worst case moves w.x by eps ||w||_2, the same for every direction, so the optimal
   robust w is theta's direction again: f_rob *uses the non-robust features* (the second assumption
   fails), only the intercept moves, and, as in Corollary 1, the error of class -1 falls while that
