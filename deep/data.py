@@ -900,6 +900,17 @@ class BatchLoader:
     ``world_size`` (as ``torch.utils.data.DistributedSampler`` does; ``drop_last`` truncates
     instead), so all ranks get the same number of batches.  Each sample's crop and flip belong to
     its position in the shared permutation, so they do not depend on ``world_size``.
+
+    Args:
+        split: the images (uint8) and labels.
+        batch_size: images per batch, >= 1.
+        device: where the images are held and the batches made.
+        shuffle: a new permutation every epoch.
+        augment: random crop and flip (None: none).
+        seed: fixes, with the epoch, the permutation and the augmentation.
+        rank: this process's rank.
+        world_size: the number of processes.
+        drop_last: truncate to whole batches instead of padding.
     """
 
     def __init__(

@@ -231,6 +231,14 @@ class UniformWeighting:
 
     ``num_classes`` may be given here or to :meth:`batch_weights`; ``base_eps`` / ``base_step``
     are what :meth:`class_eps` / :meth:`class_step` return.
+
+    Every method of the package subclasses it and overrides the hooks it needs; the training loop
+    (``deep.trainer``) calls only these hooks, never asks which method it runs.
+
+    Args:
+        num_classes: the number of classes C (or None, then given to :meth:`batch_weights`).
+        base_eps: the data set's training budget.
+        base_step: the data set's attack step.
     """
 
     kind = "uniform"
@@ -282,16 +290,40 @@ class UniformWeighting:
         *,
         num_classes: int | None = None,
     ) -> torch.Tensor:
-        """Uniform weights (C,) on ``y``'s device."""
+        """Uniform weights (C,) on ``y``'s device.
+
+        Args:
+            margins: the batch's per-sample statistic (unused here), (B,).
+            y: labels (B,).
+            epoch: the 0-based epoch.
+            num_classes: C, unless given to the constructor.
+
+        Returns:
+            The class weights, a float tensor (C,) that carries no gradient.
+        """
         return self._uniform(self._classes(num_classes), y)
 
     def statistic_of(self, batch: TrainBatch) -> torch.Tensor | None:
-        """The per-sample statistic :meth:`batch_weights` reads (FAAL's margins); None here."""
+        """The per-sample statistic :meth:`batch_weights` reads (FAAL's margins); None here.
+
+        Args:
+            batch: the step's :class:`TrainBatch`.
+
+        Returns:
+            A (B,) tensor, or None.
+        """
         return None
 
     def loss(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """``((C/B) sum_i w_{y_i} l_i, w)`` with the objective's per-sample loss (FAAL Alg. 1
-        line 14; the plain mean for uniform weights)."""
+        line 14; the plain mean for uniform weights).
+
+        Args:
+            batch: the step's :class:`TrainBatch` (inputs, labels, logits, objective).
+
+        Returns:
+            ``(loss, w)``: the scalar loss to back-propagate and the class weights it used.
+        """
         loss_i = per_sample_loss(
             batch.objective, batch.logits_adv, batch.logits_clean, batch.y, beta=batch.beta
         )
@@ -299,30 +331,77 @@ class UniformWeighting:
         return weighted_mean_loss(loss_i, batch.y, weights), weights
 
     def observe(self, batch: TrainBatch) -> None:
-        """Training statistics after the step (none here)."""
+        """Training statistics after the step (none here).
+
+        Args:
+            batch: the step's :class:`TrainBatch`.
+
+        Returns:
+            None.
+        """
 
     def class_eps(self, y: torch.Tensor):
-        """The scalar base budget (every sample has the same eps)."""
+        """The scalar base budget (every sample has the same eps).
+
+        Args:
+            y: the batch's labels (B,).
+
+        Returns:
+            The budget: a float here, a (B,) tensor for methods with per-class budgets.
+        """
         return self.base_eps
 
     def class_step(self, y: torch.Tensor):
-        """The scalar base step size."""
+        """The scalar base step size.
+
+        Args:
+            y: the batch's labels (B,).
+
+        Returns:
+            The step: a float here, a (B,) tensor for methods with per-class steps.
+        """
         return self.base_step
 
     def eps_values(self) -> Sequence[float]:
-        """Per-class training budgets in force (C,)."""
+        """Per-class training budgets in force.
+
+        Returns:
+            C floats.
+        """
         return np.full(self._classes(None), self.base_eps, dtype=np.float64)
 
     # -- per epoch ---------------------------------------------------------------------------------
     def update_from_validation(self, std_err, bndy_err, **_: object) -> None:
-        """No-op: uniform weights do not depend on validation errors."""
+        """No-op: uniform weights do not depend on validation errors.
+
+        Args:
+            std_err: class-wise validation standard errors (C,).
+            bndy_err: class-wise validation boundary errors (C,).
+
+        Returns:
+            None.
+        """
 
     def epoch_end(self, end: EpochEnd) -> dict:
-        """End-of-epoch update; returns entries for the epoch's ``metrics.jsonl`` record."""
+        """End-of-epoch update.
+
+        Args:
+            end: the :class:`EpochEnd` (model, validation split, epoch, learning rate, processes).
+
+        Returns:
+            Entries for the epoch's ``metrics.jsonl`` record (empty here).
+        """
         return {}
 
     def averaged_state(self, name: str) -> dict | None:
-        """Weights of the averaged model ``name`` (see ``averaged_model_names``), None if unset."""
+        """Weights of the averaged model ``name`` (see ``averaged_model_names``), None if unset.
+
+        Args:
+            name: e.g. ``"ema"`` or ``"fawa"`` (CFA).
+
+        Returns:
+            A state dict, or None.
+        """
         raise KeyError(f"{self.kind} keeps no averaged model {name!r}")
 
     # -- state -------------------------------------------------------------------------------------
