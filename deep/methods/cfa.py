@@ -147,6 +147,20 @@ class CFAMethod(UniformWeighting):
 
     ``reduce_fn`` sums the per-step class counts across processes (``deep.distributed``), so every
     rank holds the same A_k, eps_k and averaged models.
+
+    Args:
+        num_classes: the number of classes C.
+        base_eps: the data set's training budget.
+        base_step: the data set's attack step.
+        trades: CFA-TRADES (CCM + CCR) rather than CFA-AT (CCM).
+        beta: TRADES's beta.
+        lambda1: CCM's offset.
+        lambda2: CCR's offset.
+        begin: the first calibrated epoch (0-based).
+        decay: the EMA and FAWA decay per epoch.
+        fawa_threshold: FAWA averages an epoch when the worst class's validation PGD accuracy
+            reaches this.
+        reduce_fn: sums class counts over processes (None in one process).
     """
 
     kind = "cfa"

@@ -102,6 +102,17 @@ class DAFAMethod(UniformWeighting):
 
     ``trades``: TRADES (weight on the clean CE) or PGD-AT (weighted CE of the adversarial
     example). ``reduce_fn`` sums the per-step class probability sums across processes.
+
+    Args:
+        num_classes: the number of classes C.
+        base_eps: the data set's training budget.
+        base_step: the data set's attack step.
+        trades: DAFA-TRADES rather than DAFA-AT.
+        beta: TRADES's beta.
+        lam: the shift's strength lambda.
+        warmup: epochs with all weights 1.
+        min_weight: the floor the weights are clipped at.
+        reduce_fn: sums class probability sums over processes (None in one process).
     """
 
     kind = "dafa"

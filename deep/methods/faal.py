@@ -46,6 +46,18 @@ class FAALWeighting(UniformWeighting):
     The weights of every batch are averaged on device per epoch; :attr:`weight_history` holds one
     list of C floats per finished epoch (epochs in :attr:`history_epochs`), read from the device
     once per epoch.
+
+    Args:
+        tau: the KL budget (FAAL: 0.5 on CIFAR-10, 0.05 on CIFAR-100), >= 0.
+        tau_schedule: ``[(epoch, tau), ...]`` milestones replacing ``tau`` from those epochs.
+        start_epoch: uniform weights before this epoch.
+        count_weighted: solve the reference code's objective sum_c n_c l_c instead of Eq. 1.
+        num_classes: the number of classes C.
+        base_eps: the data set's training budget.
+        base_step: the data set's attack step.
+        direction: the KL direction, ``"forward"`` (FAAL) or ``"reverse"``.
+        statistic: the class statistic, ``"margin"`` (Algorithm 1) or ``"ce"`` (supp. Fig. 1).
+        reduce_fn: all-reduces class sums and counts over processes (None in one process).
     """
 
     kind = "faal"

@@ -100,6 +100,20 @@ class FRLWeighting(_TwoTermWeighting):
     ``rule="paper"`` updates as Algorithm 1 and Eq. 11 print it instead (:mod:`theory.frl`):
     lambda1 moves at rate a2, no normalisation to ``lim``, eps_c = base_eps exp(lambda2_c) with
     lambda2 <- lambda2 + a2 (b_c - delta1), no clamp (``eps_cap`` still applies).
+
+    Args:
+        num_classes: the number of classes C.
+        base_eps: the data set's training budget.
+        mode: ``"rw"``, ``"rm"`` or ``"rwrm"``.
+        delta0, delta1: the tolerances (FRL's tau1, tau2).
+        alpha1, alpha2: the Reweight and Remargin rates.
+        lim: the cap on the sum of each multiplier vector.
+        eps_cap: the largest per-class budget (None: no cap).
+        eps_clamp: the bounds of the Remargin factor.
+        base_step: the data set's attack step.
+        step_rule: ``"fixed"`` or ``"batch-max"`` (the reference's largest budget / 4).
+        update_at: ``"epoch-end"`` or ``"epoch-start"`` (the reference's order).
+        rule: ``"official"`` or ``"paper"``.
     """
 
     kind = "frl"
@@ -306,6 +320,12 @@ class BaselineReweight(UniformWeighting):
     w_k = boost / (C - 1 + boost), w_c = 1 / (C - 1 + boost) otherwise. The choice is recomputed
     from each epoch's validation errors (not accumulated); before the first update weights are
     uniform. Ties go to the lowest class index.
+
+    Args:
+        num_classes: the number of classes C.
+        boost: the worst class's weight relative to each other class, >= 1.
+        base_eps: the data set's training budget.
+        base_step: the data set's attack step.
     """
 
     kind = "baseline"
@@ -387,6 +407,13 @@ class FixedClassWeighting(_TwoTermWeighting):
     weights: ``boundary_ratios`` [1, ..., r, ..., 1] weighs one class's boundary error r times
     the others'. The training attack uses eps_c = s_c * base_eps (``eps_scales``). Nothing is
     updated from validation errors: the weights and budgets hold from the first batch on.
+
+    Args:
+        num_classes: the number of classes C.
+        base_eps: the data set's training budget.
+        base_step: the data set's attack step.
+        boundary_ratios: per-class weights of the boundary term (None: all 1).
+        eps_scales: per-class budget factors (None: all 1).
     """
 
     kind = "fixed-class"

@@ -88,7 +88,15 @@ def wat_loss(
 
 
 class WATMethod(UniformWeighting):
-    """WAT's class weights (C + 1 entries) and cumulative validation costs, on TRADES."""
+    """WAT's class weights (C + 1 entries) and cumulative validation costs, on TRADES.
+
+    Args:
+        num_classes: the number of classes C.
+        base_eps: the data set's training budget.
+        base_step: the data set's attack step.
+        eta: the exponential-weights rate.
+        beta: TRADES's beta.
+    """
 
     kind = "wat"
 
