@@ -71,15 +71,22 @@ def dual_norm(w: np.ndarray, norm: str) -> float:
 
 @dataclass(frozen=True)
 class LinearClassifier:
-    """``f(x) = sign(w.x + b)`` (a score of exactly 0 counts as an error for both classes)."""
+    """``f(x) = sign(w.x + b)`` (a score of exactly 0 counts as an error for both classes).
+
+    Args:
+        w: the weights (d,).
+        b: the intercept.
+    """
 
     w: np.ndarray
     b: float
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
+        """The scores ``w.x + b`` (n,) of inputs ``x`` (n, d), float64."""
         return np.asarray(x, dtype=np.float64) @ self.w + self.b
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Labels (n,) in {-1, +1} of inputs ``x`` (n, d)."""
         return np.where(self.decision_function(x) > 0, 1, -1)
 
     def correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -84,6 +84,7 @@ class Multipliers(NamedTuple):
 
     @classmethod
     def zeros(cls, num_classes: int) -> Multipliers:
+        """All three multipliers 0 (uniform weights, the base budget) for C classes."""
         return cls(np.zeros(num_classes), np.zeros(num_classes), np.zeros(num_classes))
 
 
