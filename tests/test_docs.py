@@ -73,3 +73,29 @@ def test_every_guide_page_is_in_a_toctree():
 def test_github_slug_matches_githubs_anchors():
     assert github_slug(" Evaluating from Python") == "evaluating-from-python"
     assert github_slug(" Training (`python -m deep.train`)") == "training-python--m-deeptrain"
+
+
+def test_site_check_names_missing_entries_and_figures(tmp_path):
+    from tests import docs_site
+
+    site, examples = tmp_path / "html", tmp_path / "examples"
+    (site / "api").mkdir(parents=True)
+    (site / "auto_examples" / "images").mkdir(parents=True)
+    examples.mkdir()
+    (examples / "plot_a.py").write_text("")
+    (examples / "plot_b.py").write_text("")
+    for page, entry in docs_site.API_ENTRIES:
+        path = site / page
+        path.write_text((path.read_text() if path.exists() else "") + f'<dt id="{entry}">')
+    (site / "auto_examples" / "plot_a.html").write_text(
+        '<img src="../_images/sphx_glr_plot_a_001.png">'
+    )
+    (site / "auto_examples" / "images" / "sphx_glr_plot_a_001.png").write_bytes(b"png")
+    (site / "auto_examples" / "plot_b.html").write_text("<p>no figure</p>")
+    assert docs_site.problems(site, examples) == [
+        "gallery: plot_b.html shows no figure of plot_b.py"
+    ]
+    (site / "api" / "theory.dro.html").write_text("")
+    assert "api/theory.dro.html: no entry theory.dro.solve_kl_dro" in docs_site.problems(
+        site, examples
+    )
