@@ -242,3 +242,18 @@ def test_coverage_and_class_error_figures_have_titles_labels_and_legends_off_the
     for a in errors.axes:
         assert "error" in a.get_ylabel()
         assert not _overlaps(legend, a.get_window_extent(renderer))
+
+
+def test_frl_rule_reaches_the_mitigations(tmp_path):
+    """--frl-rule paper: the FRL mitigations update as Algorithm 1 / Eq. 11 print it (at the toy's
+    delta = 0 Remargin never shrinks a budget; the official rule shrinks the better class's)."""
+    argv = ["--quick", "--quiet", "--settings", "highdim", "--parts", "mitigation"]
+    final = {}
+    for rule in ("official", "paper"):
+        out = tmp_path / rule
+        assert gaussian_demo.main([*argv, "--frl-rule", rule, "--out", str(out)]) == 0
+        results = json.loads((out / "results.json").read_text())
+        assert results["config"]["frl_rule"] == rule
+        final[rule] = results["settings"]["highdim"]["mitigation"]["frl-rm"]["final_eps_c"]
+    eps = 0.1
+    assert min(final["paper"]) >= eps and min(final["official"]) < eps
