@@ -132,8 +132,8 @@ def test_attacks_and_autoattack_on_cuda(digits):
     assert gpu["clean"]["per_class"] == cpu["clean"]["per_class"]
     assert abs(gpu["pgd20"]["average"] - cpu["pgd20"]["average"]) <= 3 / len(split)
     for c in range(10):
-        assert gpu["aa"]["per_class"][c] <= gpu["pgd20"]["per_class"][c] + 1e-12
-        assert gpu["aa"]["per_class"][c] <= gpu["clean"]["per_class"][c] + 1e-12
+        assert gpu["autoattack"]["per_class"][c] <= gpu["pgd20"]["per_class"][c] + 1e-12
+        assert gpu["autoattack"]["per_class"][c] <= gpu["clean"]["per_class"][c] + 1e-12
 
 
 class _Linear(torch.nn.Module):
