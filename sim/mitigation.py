@@ -69,7 +69,20 @@ NUM_CLASSES = 2
 
 @dataclass(frozen=True)
 class FRLSettings:
-    """Hyper-parameters of FRL on the toy (named as in FRL's reference code)."""
+    """Hyper-parameters of FRL on the toy (named as in FRL's reference code).
+
+    Args:
+        delta0, delta1: the tolerances (0 on the toy, whose errors are a few percent).
+        alpha1, alpha2: the Reweight and Remargin rates.
+        lim: the cap on the sum of each multiplier vector.
+        beta: the weight of the boundary term.
+        stages: stages of rounds; the rates decay after each.
+        rounds_per_stage: multiplier updates per stage.
+        stage_decay: the rates' factor after each stage.
+        eps_clamp: the bounds of the Remargin factor.
+        eps_cap_factor: the largest per-class budget, as a multiple of eps.
+        rule: ``"official"`` or ``"paper"`` (:mod:`theory.frl`).
+    """
 
     delta0: float = 0.0
     delta1: float = 0.0
@@ -91,7 +104,13 @@ class FRLSettings:
 
 @dataclass
 class FRLMultipliers:
-    """FRL's Lagrange multipliers and the class weights / class budgets they induce."""
+    """FRL's Lagrange multipliers and the class weights / class budgets they induce.
+
+    Args:
+        mode: ``"rw"``, ``"rm"`` or ``"rwrm"``.
+        settings: the :class:`FRLSettings`.
+        lambda0, lambda1, lambda2: the multipliers, one per class (default 0).
+    """
 
     mode: str
     settings: FRLSettings = field(default_factory=FRLSettings)

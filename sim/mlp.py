@@ -127,7 +127,12 @@ def _project_l2(delta: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class MLPClassifier:
-    """A trained MLP with numpy-in / numpy-out helpers."""
+    """A trained MLP with numpy-in / numpy-out helpers.
+
+    Args:
+        model: the network (one output, the score f).
+        num_threads: torch threads for its forward passes (None: unchanged).
+    """
 
     model: nn.Module
 
