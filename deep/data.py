@@ -129,7 +129,12 @@ class ClassTooSmallError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class ImageSplit:
-    """Images ``x`` (uint8, ``(N, C, H, W)``, CPU) with labels ``y`` (int64, ``(N,)``)."""
+    """Images ``x`` (uint8, ``(N, C, H, W)``, CPU) with labels ``y`` (int64, ``(N,)``).
+
+    Args:
+        x: the images, uint8 (N, C, H, W) on the 0..255 scale.
+        y: the labels, int64 (N,).
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -151,14 +156,26 @@ class ImageSplit:
         return int(self.y.shape[0])
 
     def subset(self, indices: np.ndarray | torch.Tensor) -> ImageSplit:
-        """The images at ``indices`` (in that order)."""
+        """The images at ``indices`` (in that order).
+
+        Args:
+            indices: positions into the split.
+
+        Returns:
+            A new :class:`ImageSplit`.
+        """
         index = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
         return ImageSplit(self.x[index], self.y[index])
 
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation: random crop after ``crop_pad`` zero padding (0 = none); flip."""
+    """Training augmentation: random crop after ``crop_pad`` zero padding (0 = none); flip.
+
+    Args:
+        crop_pad: zero padding on each side before the random crop (0: no crop).
+        flip: random horizontal flips.
+    """
 
     crop_pad: int = 0
     flip: bool = False
@@ -174,7 +191,17 @@ class Augment:
 
 @dataclass
 class ImageDataset:
-    """A data set with its train / validation / test splits and the defaults used to train on it."""
+    """A data set with its train / validation / test splits and the defaults used to train on it.
+
+    Args:
+        name: the data set's name.
+        classes: the class names, in label order.
+        train, val, test: the splits (``val`` may be empty).
+        mean, std: per-channel statistics for the models' first layer.
+        augment: the training augmentation.
+        eps, step_size: the l_inf budget and attack step on the [0, 1] scale.
+        eps_l2: the l_2 budget.
+    """
 
     name: str
     classes: list[str]
@@ -207,6 +234,14 @@ class ImageDataset:
 
         l_inf: the data set's ``eps`` and ``step_size``. l_2: ``eps_l2`` (:data:`L2_EPS`) and the
         step rule ``step_size = eps / 5`` (:data:`L2_STEP_FRACTION`) applied to the eps in use.
+
+        Args:
+            norm: ``"linf"`` or ``"l2"``.
+            eps: a budget to keep (None: the data set's).
+            step_size: a step to keep (None: the data set's, or the l_2 rule's).
+
+        Returns:
+            ``(eps, step_size)``.
         """
         if norm == "linf":
             return (
