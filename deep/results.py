@@ -103,6 +103,27 @@ def build_final_json(
     split, ``n_per_class`` the stratified subset size (None: all of it), ``checkpoint`` the
     evaluated file's path and ``seconds`` the evaluation's wall time.
     ``extra`` keywords (e.g. ``method``) are added as top-level keys.
+
+    Args:
+        dataset: the data set's name.
+        model: the architecture's name.
+        eps: the attacks' budget.
+        classes: the class names.
+        results: ``{result key: classwise_accuracy(...)}`` (keys as in ``RESULT_KEYS``).
+        split: the evaluated split (``"test"``).
+        n_per_class: the stratified subset size (None: the whole split).
+        seed: the attacks' seed.
+        checkpoint: the evaluated checkpoint's path.
+        seconds: the evaluation's wall time.
+        step_size: the attacks' step.
+        cifar10c: CIFAR-10-C results (:func:`deep.evaluate.evaluate_cifar10c`), if any.
+        norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        The dict written to ``final.json``.
+
+    Raises:
+        ValueError: for unknown result keys or entries that break the contract.
     """
     _check_contract(split, n_per_class, seed, checkpoint, seconds)
     classes = [str(c) for c in classes]
