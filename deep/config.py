@@ -384,7 +384,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add("--frl-lim", type=float, default=0.5, help="cap on the sum of multipliers (official rule)")
     add(
         "--frl-eps-cap",
-        type=float,
+        type=budget_value,
         default=None,
         help="cap on per-class eps (default: 2x the dataset eps = 16/255 on CIFAR)",
     )

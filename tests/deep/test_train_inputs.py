@@ -142,3 +142,12 @@ def test_ctrl_c_inside_the_first_step_leaves_no_folder(tmp_path, capsys, monkeyp
     assert not out.exists()
     assert "nothing was saved" in capsys.readouterr().out
     assert Path(tmp_path / "runs").is_dir()  # only the run folder itself is removed
+
+
+def test_every_budget_option_takes_a_fraction():
+    args = T.build_parser().parse_args(
+        ["--eps", "8/255", "--step-size", "2/255", "--sigma", "64/255", "--frl-eps-cap", "16/255"]
+    )
+    assert (args.eps, args.step_size, args.sigma, args.frl_eps_cap) == (
+        8 / 255, 2 / 255, 64 / 255, 16 / 255
+    )  # fmt: skip
