@@ -39,6 +39,7 @@ FUNCTIONS = (
     "deep.evaluate.evaluate_model",
     "deep.evaluate.evaluate_cifar10c",
     "deep.evaluate.check_budget",
+    "deep.evaluate.build_final_json",
     "deep.certify.certify",
     "deep.certify.predict",
     "deep.certify.certified_accuracy",
