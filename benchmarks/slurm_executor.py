@@ -223,14 +223,15 @@ def _error(traceback: str) -> str:
 
 
 def log_tail(info: dict, n: int = 15) -> str:
-    """The last lines of the job's SLURM log (its stderr, then its stdout)."""
+    """The last lines of the job's SLURM log (its stderr, then its stdout), after SLURM's own
+    notes in it (``slurmstepd: ... CANCELLED``, ``DUE TO TIME LIMIT``, out of memory)."""
     lines = []
     paths = _paths(info)
     for path in (paths.stderr, paths.stdout):
         if Path(path).exists():
-            lines += [f"  {path}:"] + [
-                "    " + ln for ln in Path(path).read_text(errors="replace").splitlines()[-n:]
-            ]
+            text = Path(path).read_text(errors="replace").splitlines()
+            notes = [ln for ln in text[:-n] if ln.startswith("slurmstepd")]
+            lines += [f"  {path}:"] + ["    " + ln for ln in notes + text[-n:]]
     return "\n".join(lines) if lines else "  (no SLURM log: the job never started)"
 
 
@@ -395,7 +396,7 @@ def run(store, jobs, argv: list[str], on_done) -> list[str]:
                 if _timed_out(info, state, outcome) and _progressed(store, job, info):
                     pending[name] = tracked[name] = _submit(executor, args, argv, store, job, [])
                     new = tracked[name]["job_id"]
-                    _say(f"{job.name}: SLURM job {info['job_id']} {how} at its time limit; "
+                    _say(f"{job.name}: SLURM job {info['job_id']} reached its time limit; "
                          f"continues from last.pt in SLURM job {new}")  # fmt: skip
                     continue
                 if any(d.name in failed for d in job.deps):
@@ -404,7 +405,8 @@ def run(store, jobs, argv: list[str], on_done) -> list[str]:
                     continue
                 failed.append(name)
                 error = _error(outcome[1]) if outcome else f"SLURM job {how}"
-                _say(f"FAILED {job.name} (SLURM job {info['job_id']}): {error}\n{log_tail(info)}")
+                tail = log_tail(info)
+                _say(f"FAILED {job.name} (SLURM job {info['job_id']} {how}): {error}\n{tail}")
     except KeyboardInterrupt:
         left = [info["job_id"] for info, _ in active_jobs(store, jobs).values()]
         if left:
