@@ -51,7 +51,12 @@ def _cluster_env() -> tuple[dict | None, str]:
         import submitit  # noqa: F401
     except ImportError:
         return None, "submitit is not installed (pip install -e '.[cluster]')"
-    proc = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True, timeout=20
+        )
+    except subprocess.TimeoutExpired:
+        return None, "sinfo did not answer in 20 s; start: benchmarks/slurm_cluster.sh start"
     states = proc.stdout.split()
     if proc.returncode != 0 or not any(s in ("idle", "mix", "alloc") for s in states):
         why = (proc.stderr.strip().splitlines() or [f"node state {states}"])[-1]
