@@ -375,7 +375,11 @@ def run(store, jobs, argv: list[str], on_done) -> list[str]:
         pending = dict(tracked)
         while pending:
             time.sleep(args.slurm_poll_s)
-            states = squeue_states()
+            try:
+                states = squeue_states()
+            except (OSError, RuntimeError) as exc:  # a busy or restarting slurmctld: ask again
+                _say(f"{exc}; asking again in {args.slurm_poll_s:g} s")
+                continue
             for name, info in list(pending.items()):
                 job = by_name[name]
                 state = states.get(info["job_id"])
