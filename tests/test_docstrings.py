@@ -13,6 +13,7 @@ MODULES = (
     "theory.gaussian",
     "theory.dro",
     "theory.frl",
+    "theory.features",
     "sim.data",
     "sim.classifiers",
     "sim.mlp",

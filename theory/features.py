@@ -133,7 +133,17 @@ def _check_printed_domain(gamma, eps, eta) -> None:
 
 
 def theorem3_A(d, m, eta, gamma, sigma, K):
-    """A = 2 / (sigma (K^2 - 1)) sqrt(m gamma^2 + d eta^2) (FRL Proof 6, as printed; K > 1)."""
+    """A = 2 / (sigma (K^2 - 1)) sqrt(m gamma^2 + d eta^2) (FRL Proof 6, as printed; K > 1).
+
+    Args:
+        d, m: the numbers of robust and non-robust features (positive integers).
+        eta, gamma: the robust and non-robust features' means (eta > 0, gamma >= 0).
+        sigma, K: class -1's standard deviation and class +1's ratio to it (K > 1 for the printed
+            expressions).
+
+    Returns:
+        A, float64.
+    """
     d, m, eta = _check_d(d), _check_m(m), _check_positive(eta, "eta")
     gamma, sigma = _check_nonnegative(gamma, "gamma"), _check_positive(sigma, "sigma")
     K = _check_K_paper(K)
@@ -144,6 +154,15 @@ def theorem3_B(d, eta, sigma, K, eps):
     """B = 2 / (sigma (K^2 - 1)) sqrt(d (eta - eps)^2) (FRL Proof 6, as printed; K > 1, eps < eta).
 
     The same B as Theorem 2's (``theory.gaussian.theorem2_B``) for the d robust features.
+
+    Args:
+        d: the number of robust features.
+        eta: the robust features' mean.
+        sigma, K: class -1's standard deviation and class +1's ratio to it (K > 1).
+        eps: the l_inf budget, eps < eta.
+
+    Returns:
+        B, float64.
     """
     d, eta, sigma = _check_d(d), _check_positive(eta, "eta"), _check_positive(sigma, "sigma")
     K, eps = _check_K_paper(K), _check_nonnegative(eps, "eps")
@@ -179,6 +198,16 @@ def theorem3_printed(d, m, eta, gamma, sigma, K, eps) -> Theorem3Errors:
     R_nat(f_rob, +1) = Phi(-K B + sqrt(B^2 + q) - sqrt(d) eps / (K sigma)).
 
     Needs K > 1 (the expressions divide by K^2 - 1) and gamma < eps < eta (Eq. 19).
+
+    Args:
+        d, m: the numbers of robust and non-robust features (positive integers).
+        eta, gamma: the robust and non-robust features' means (eta > 0, gamma >= 0).
+        sigma, K: class -1's standard deviation and class +1's ratio to it (K > 1 for the printed
+            expressions).
+        eps: the l_inf budget, gamma < eps < eta.
+
+    Returns:
+        The :class:`Theorem3Errors` of the printed expressions.
     """
     A = np.asarray(theorem3_A(d, m, eta, gamma, sigma, K))
     _check_printed_domain(_check_nonnegative(gamma, "gamma"), _as_finite(eps, "eps"), eta)
@@ -199,6 +228,16 @@ def theorem3_printed_bound(d, m, eta, gamma, sigma, K, eps):
     eps > 0 (sqrt(t^2 + q) - t = q / (sqrt(t^2 + q) + t) falls with t; evaluated in that form, which
     does not cancel when A and B are large); the claimed gap > bound is false almost everywhere
     (see the module docstring).
+
+    Args:
+        d, m: the numbers of robust and non-robust features (positive integers).
+        eta, gamma: the robust and non-robust features' means (eta > 0, gamma >= 0).
+        sigma, K: class -1's standard deviation and class +1's ratio to it (K > 1 for the printed
+            expressions).
+        eps: the l_inf budget, gamma < eps < eta.
+
+    Returns:
+        ``(bound, criterion)``, float64 each.
     """
     A = np.asarray(theorem3_A(d, m, eta, gamma, sigma, K))
     _check_printed_domain(_check_nonnegative(gamma, "gamma"), _as_finite(eps, "eps"), eta)
@@ -457,6 +496,17 @@ def theorem3_exact(d, m, eta, gamma, sigma, K, eps, norm: str = "linf"):
     """Theorem 3 checked, not assumed: ``(errors, f_nat, f_rob)`` with the exact optimal natural and
     robust linear classifiers of D' (``FeatureMixture.optimal_linear``) and their class-wise
     standard errors (``Theorem3Errors``; Eq. 20 holds where ``errors.gap > 0``).
+
+    Args:
+        d, m: the numbers of robust and non-robust features (positive integers).
+        eta, gamma: the robust and non-robust features' means (eta > 0, gamma >= 0).
+        sigma, K: class -1's standard deviation and class +1's ratio to it (K > 1 for the printed
+            expressions).
+        eps: the budget.
+        norm: ``"linf"`` or ``"l2"``.
+
+    Returns:
+        ``(errors, f_nat, f_rob)``: the :class:`Theorem3Errors` and the two optimal classifiers.
     """
     mixture = FeatureMixture(d, m, eta, gamma, sigma, K)
     nat = mixture.optimal_linear(0.0, norm)
