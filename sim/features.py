@@ -61,7 +61,16 @@ def _labels(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def sample_features(mixture: FeatureMixture, n: int, rng: np.random.Generator):
-    """``n`` points of D': x float64 (n, d + m), y int64 in {-1, +1} uniform."""
+    """``n`` points of D': x float64 (n, d + m), y int64 in {-1, +1} uniform.
+
+    Args:
+        mixture: the :class:`theory.features.FeatureMixture` D' (scalar parameters).
+        n: the number of points.
+        rng: the random generator.
+
+    Returns:
+        ``(x, y)``.
+    """
     d, m, eta, gamma, sigma, K = _params(mixture)
     y = _labels(n, rng)
     theta = np.concatenate([np.full(d, eta), np.full(m, gamma)])
@@ -73,7 +82,16 @@ def sample_features(mixture: FeatureMixture, n: int, rng: np.random.Generator):
 
 def sample_block_sums(mixture: FeatureMixture, n: int, rng: np.random.Generator):
     """``(s, y)`` with s[:, 0] = 1_d.x_rob ~ N(y d eta, d sigma_y^2) and s[:, 1] = 1_m.x_non ~
-    N(y m gamma, m sigma_y^2), independent given y: the block sums of D' points, drawn directly."""
+    N(y m gamma, m sigma_y^2), independent given y: the block sums of D' points, drawn directly.
+
+    Args:
+        mixture: the :class:`theory.features.FeatureMixture` D' (scalar parameters).
+        n: the number of points.
+        rng: the random generator.
+
+    Returns:
+        ``(s, y)``: float64 (n, 2) and int64 (n,).
+    """
     d, m, eta, gamma, sigma, K = _params(mixture)
     y = _labels(n, rng)
     scale = np.where(y > 0, K * sigma, sigma)
@@ -100,6 +118,18 @@ def fit_two_scale_erm(
     ``fit_intercept_erm`` on the projections w.x with the worst-case shift eps ||w||_*. The grid of
     ``points`` directions is refined ``rounds`` times around the best. Returns the (d + m)-vector
     classifier.
+
+    Args:
+        s: block sums (n, 2) (:func:`sample_block_sums`).
+        y: labels (n,) in {-1, +1}.
+        d, m: the numbers of robust and non-robust features.
+        eps: the budget (0: standard risk).
+        norm: ``"linf"`` or ``"l2"``.
+        rounds: grid refinements.
+        points: directions per grid.
+
+    Returns:
+        The :class:`sim.classifiers.LinearClassifier` on the d + m features.
     """
     s = np.asarray(s, dtype=np.float64)
     lo, hi = -np.pi / 2, np.pi / 2
@@ -125,7 +155,18 @@ def fit_two_scale_erm(
 def evaluate_on_features(classifiers: dict, mixture: FeatureMixture, n_test: int, rng, **kwargs):
     """Class-wise errors with Wilson CIs of each classifier on the same ``n_test`` fresh points of
     D': ``sim.evaluation.evaluate_many_on_mixture`` (same keyword arguments) drawing from D',
-    by default in chunks of about 32 MB."""
+    by default in chunks of about 32 MB.
+
+    Args:
+        classifiers: ``{name: classifier}``.
+        mixture: the :class:`theory.features.FeatureMixture` D' (scalar parameters).
+        n_test: the number of test points.
+        rng: the random generator.
+        **kwargs: passed to :func:`sim.evaluation.evaluate_many_on_mixture`.
+
+    Returns:
+        ``{name: errors}`` as :func:`sim.evaluation.evaluate_on_mixture` returns them.
+    """
     kwargs.setdefault("chunk_size", max(1_000, 4_000_000 // (int(mixture.d) + int(mixture.m))))
     return evaluate_many_on_mixture(
         classifiers, mixture, n_test, rng, sample=sample_features, **kwargs
@@ -134,7 +175,16 @@ def evaluate_on_features(classifiers: dict, mixture: FeatureMixture, n_test: int
 
 def increase_with_ci(natural: dict, robust: dict, z: float = 1.96) -> dict:
     """Standard-error increase R(f_rob; c) - R(f_nat; c) per class from two test evaluations on
-    independent points, with a normal-approximation interval ``value +- z * se``."""
+    independent points, with a normal-approximation interval ``value +- z * se``.
+
+    Args:
+        natural: the natural classifier's test errors.
+        robust: the robust classifier's test errors.
+        z: the interval's normal quantile.
+
+    Returns:
+        ``{"-1"|"+1": {"value", "ci_low", "ci_high"}}``.
+    """
     out = {}
     for c in ("-1", "+1"):
         p_nat, p_rob = natural[c]["standard"]["value"], robust[c]["standard"]["value"]
@@ -158,6 +208,17 @@ def run_features_setting(params: dict, *, norm, sizes: dict, seed: int, confiden
 
     ``params``: d, m, eta, gamma, sigma, K, eps. ``sizes``: n_train (logistic), n_proj (two-scale
     ERM, block sums), n_test, mlp_train, mlp_test, mlp_epochs, pgd_steps.
+
+    Args:
+        params: the mixture and budget (see above).
+        norm: ``"linf"`` or ``"l2"``.
+        sizes: sample sizes (see above).
+        seed: the random seed.
+        confidence: the intervals' level.
+        parts: which classifiers to train.
+
+    Returns:
+        The setting's results (theory and simulation), JSON-able.
     """
     mixture = FeatureMixture(*(params[k] for k in ("d", "m", "eta", "gamma", "sigma", "K")))
     d, m, eps = int(params["d"]), int(params["m"]), float(params["eps"])
@@ -221,7 +282,15 @@ def run_features_setting(params: dict, *, norm, sizes: dict, seed: int, confiden
 
 
 def format_features(res: dict, confidence: float) -> str:
-    """The theory-vs-simulation table of D' (standard errors per class, and their increase)."""
+    """The theory-vs-simulation table of D' (standard errors per class, and their increase).
+
+    Args:
+        res: :func:`run_features_setting`'s results.
+        confidence: the intervals' level.
+
+    Returns:
+        The table as text.
+    """
     p, th = res["params"], res["theory"]
     exact_inc = {
         c: th["robust"]["standard"][c] - th["natural"]["standard"][c] for c in ("-1", "+1")
@@ -272,7 +341,14 @@ DEMO_SETTING = {"d": 1, "m": 50, "eta": 1.0, "gamma": 0.3, "sigma": 1.0, "K": 2.
 
 
 def run_demo_features(args) -> dict:
-    """The D' part of ``sim.gaussian_demo`` at sizes capped so it adds seconds, not minutes."""
+    """The D' part of ``sim.gaussian_demo`` at sizes capped so it adds seconds, not minutes.
+
+    Args:
+        args: ``sim.gaussian_demo``'s parsed options.
+
+    Returns:
+        :func:`run_features_setting`'s results for the demo's D' setting.
+    """
     sizes = {
         "n_proj": min(args.n_proj, 50_000),
         "n_train": min(args.n_train, 5_000),

@@ -20,6 +20,7 @@ MODULES = (
     "sim.evaluation",
     "sim.mitigation",
     "sim.coverage",
+    "sim.features",
     "deep.data",
     "deep.models",
     "deep.checkpoint",
