@@ -55,7 +55,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]
 import fairness_report  # noqa: E402  (the aggregation and figures, next to this script)
 import slurm_executor  # noqa: E402  (--executor slurm; submitit is imported only when used)
 
-from deep.runtime import CLIParser, DefaultsHelpFormatter  # noqa: E402  (light: no torch)
+from deep.runtime import CLIParser, DefaultsHelpFormatter, budget_value  # noqa: E402  (light: no torch)
 
 #: From-scratch methods of the benchmark, in this order; presets the package lacks are left out.
 DEFAULT_SCRATCH = (
@@ -153,6 +153,12 @@ def build_rows(args, available: tuple[str, ...]) -> list[Row]:
     return rows
 
 
+def exact_number(value: float) -> str:
+    """``value`` as an option value: short (``0.1``) where that is exact, else in full (8/255)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
 def scratch_argv(args) -> list[str]:
     """deep.train options shared by every from-scratch run (the protocol)."""
     argv = [
@@ -176,7 +182,7 @@ def scratch_argv(args) -> list[str]:
     if args.model:
         argv += ["--model", args.model]
     if args.eps is not None:
-        argv += ["--eps", f"{args.eps:g}"]
+        argv += ["--eps", exact_number(args.eps)]
     if args.train_per_class:
         argv += ["--train-per-class", str(args.train_per_class)]
     if args.test_per_class:
@@ -628,7 +634,7 @@ def run_aa(store: Store, job: Job) -> None:
         *aa_argv(args),
     ]
     if args.eps is not None:
-        cmd += ["--eps", f"{args.eps:g}"]
+        cmd += ["--eps", exact_number(args.eps)]
     status, cpu = _run_logged(cmd, log, args.threads)
     if status != 0:
         raise RuntimeError(f"deep.evaluate exited with {status}; {log}:\n{_tail(log)}")
@@ -874,7 +880,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("protocol")
     g.add_argument("--dataset", default="fashion-mnist", help="deep.train data set")
     g.add_argument("--model", default="two-conv-cnn", help="architecture ('' = the dataset's)")
-    g.add_argument("--eps", type=float, default=None, help="l_inf budget (default: the dataset's)")
+    g.add_argument(
+        "--eps",
+        type=budget_value,
+        default=None,
+        help="l_inf budget, a number or a fraction like 8/255 (default: the dataset's)",
+    )
     g.add_argument("--epochs", type=int, default=5, help="from-scratch epochs (cosine schedule)")
     g.add_argument("--lr", type=float, default=0.05, help="from-scratch learning rate")
     g.add_argument("--batch-size", type=int, default=128, help="batch size")

@@ -668,3 +668,11 @@ def test_point_labels_are_moved_apart_until_none_overlap():
     fairness_report.place_labels(ax, labels)
     assert fairness_report.labels_overlap(labels) == 0
     plt.close(fig)
+
+
+def test_eps_as_a_fraction_reaches_the_runs_exactly(tmp_path):
+    bench = _load_module()
+    args = bench.parse_args([*TINY, "--eps", "8/255", "--out", str(tmp_path / "o")])
+    argv = bench.scratch_argv(args)
+    assert float(argv[argv.index("--eps") + 1]) == 8 / 255
+    assert bench.exact_number(0.1) == "0.1"  # short values keep their form (and run identities)
