@@ -54,13 +54,14 @@ from deep.data import (
 from deep.evaluate import (
     check_common_options,
     check_model_fits,
+    check_output_option,
     load_cli_checkpoint,
     settings_from_checkpoint,
 )
 from deep.metrics import classwise_accuracy, summarise_per_class
 from deep.plots import plot_classwise
 from deep.progress import Progress, add_progress_options
-from deep.results import atomic_write_text, check_not_a_training_run
+from deep.results import atomic_write_text
 from deep.runtime import (
     CLIParser,
     DefaultsHelpFormatter,
@@ -68,7 +69,6 @@ from deep.runtime import (
     all_or_nothing,
     apply_thread_policy,
     budget_value,
-    check_output_dir,
     exit_on_interrupt,
     format_budget,
     resolve_device,
@@ -516,12 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_output_dir(parser, args.out if args.out is not None else Path("runs"))
-    if args.out is not None:
-        try:
-            check_not_a_training_run(args.out)
-        except ValueError as exc:
-            parser.error(f"--out: {exc}")
+    check_output_option(parser, args.out)
     radii = _validate(parser, args)
     device = resolve_device(parser, args.device)
     model, config, data, split, indices = _load(parser, args)

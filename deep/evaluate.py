@@ -743,15 +743,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
         return _main(argv)
 
 
+def check_output_option(parser: argparse.ArgumentParser, out) -> None:
+    """Before any work: ``--out`` (default: a new folder under ``runs/``) must be a writable
+    folder and not a training run's folder (one line, exit 2, otherwise)."""
+    check_output_dir(parser, out if out is not None else Path("runs"))
+    if out is not None:
+        try:
+            check_not_a_training_run(out)
+        except ValueError as exc:
+            parser.error(f"--out: {exc}")
+
+
 def _main(argv: Sequence[str] | None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_output_dir(parser, args.out if args.out is not None else Path("runs"))
-    if args.out is not None:
-        try:
-            check_not_a_training_run(args.out)
-        except ValueError as exc:
-            parser.error(f"--out: {exc}")
+    check_output_option(parser, args.out)
 
     attacks = _parse_list(parser, args.attacks, "--attacks", ATTACK_NAMES)
     check_common_options(parser, args)
