@@ -572,6 +572,8 @@ def run_train(store: Store, job: Job) -> None:
             raise RuntimeError(f"deep.train exited with {status}; {log}:\n{_tail(log)}")
     final = json.loads((run_dir / "final.json").read_text())
     metrics = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln]
+    # the rule that chose best.pt among tied epochs (runs made before the option: "first")
+    best_ties = json.loads((run_dir / "config.json").read_text()).get("best_ties", "first")
     cpu = float(cpu_file.read_text()) if cpu_file.exists() else None
     with store.lock:
         old = store.record(row, seed)
@@ -596,6 +598,7 @@ def run_train(store: Store, job: Job) -> None:
             "cpu_complete": not partial.exists(),
             "final": final,
             "metrics": metrics,
+            "best_ties": best_ties,
             "provenance": {**provenance(), "init": init_provenance(store, row, seed)},
         }
         store.write(row, seed, record)

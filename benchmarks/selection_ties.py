@@ -1,8 +1,9 @@
 """Which recorded runs would keep another epoch in best.pt under the tie rule of deep.selection.
 
 A benchmark record (``docs/results/fairness_benchmark_runs/<row>/seed<k>.json``) holds the run's
-per-epoch ``metrics`` (validation PGD-20 worst / average) and the checkpoint its final test
-numbers come from. For each record this prints the epoch best.pt holds under ``--best-ties
+per-epoch ``metrics`` (validation PGD-20 worst / average), the checkpoint its final test
+numbers come from and the tie rule of its run (``best_ties``; a record without it was made
+under ``first``). For each record this prints the epoch best.pt holds under ``--best-ties
 first`` (runs written before the option) and under ``average`` (the default now), and flags the
 records whose test numbers came from best.pt and would change:
 
@@ -32,6 +33,8 @@ def changed_records(paths: list[Path]) -> list[dict]:
     changed = []
     for path in paths:
         record = json.loads(path.read_text())
+        if record.get("best_ties", "first") != "first":
+            continue  # made under the new rule already
         first, average = rule_changes(record.get("metrics") or [])
         if first != average:
             checkpoint = str((record.get("final") or {}).get("checkpoint", ""))

@@ -94,6 +94,7 @@ def test_benchmark_end_to_end_resumes_and_reports(tmp_path):
         made = subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=REPO)
         assert made.returncode == 0
     assert ft["provenance"]["package_version"] and "autoattack" not in ft
+    assert ft["best_ties"] == "average"  # the rule that chose its best.pt among tied epochs
     ft0 = json.loads((records / "pgd-at+faal-at" / "seed0.json").read_text())
     assert ft0["autoattack_provenance"]["git_commit"] == ft["provenance"]["git_commit"]
     init = Path(ft["provenance"]["init"]["path"])

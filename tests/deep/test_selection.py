@@ -63,3 +63,6 @@ def test_check_of_recorded_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "tie.json: best.pt epoch 1 -> 2 (its final test numbers change)" in out
     assert "1 of 2 records keep another epoch" in out
+    # the same tie in a record made under the new rule (its run's best_ties) is not flagged
+    (tmp_path / "rerun.json").write_text(json.dumps({**tie, "best_ties": "average"}))
+    assert selection_ties.main([str(tmp_path / "rerun.json")]) == 0
