@@ -573,7 +573,10 @@ def run_train(store: Store, job: Job) -> None:
     final = json.loads((run_dir / "final.json").read_text())
     metrics = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln]
     # the rule that chose best.pt among tied epochs (runs made before the option: "first")
-    best_ties = json.loads((run_dir / "config.json").read_text()).get("best_ties", "first")
+    config = run_dir / "config.json"
+    best_ties = (
+        json.loads(config.read_text()).get("best_ties", "first") if config.exists() else None
+    )
     cpu = float(cpu_file.read_text()) if cpu_file.exists() else None
     with store.lock:
         old = store.record(row, seed)
@@ -598,9 +601,10 @@ def run_train(store: Store, job: Job) -> None:
             "cpu_complete": not partial.exists(),
             "final": final,
             "metrics": metrics,
-            "best_ties": best_ties,
             "provenance": {**provenance(), "init": init_provenance(store, row, seed)},
         }
+        if best_ties is not None:  # unknown without the run's config.json: read as "first"
+            record["best_ties"] = best_ties
         store.write(row, seed, record)
 
 
@@ -608,7 +612,8 @@ def init_provenance(store: Store, row: Row, seed: int) -> dict | None:
     """Path and SHA-256 of the checkpoint a fine-tuning started from (None from scratch)."""
     if not row.init:
         return None
-    config = json.loads((store.run_dir(row, seed) / "config.json").read_text())
+    config_file = store.run_dir(row, seed) / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
     path = Path(config["init"]) if config.get("init") else None
     if path is None or not path.exists():
         path = store.checkpoint(store.rows[row.init], seed)
