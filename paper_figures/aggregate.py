@@ -32,7 +32,13 @@ __all__ = [
 ]
 
 #: Column names of the result keys of final.json.
-RESULT_NAMES = {"clean": "Clean", "pgd20": "PGD-20", "cw20": "CW-20", "autoattack": "AA"}
+RESULT_NAMES = {
+    "clean": "Clean",
+    "pgd20": "PGD-20",
+    "cw20": "CW-20",
+    "cw100": "CW-100",
+    "autoattack": "AA",
+}
 
 
 def _result(final: Mapping, key: str) -> Mapping:

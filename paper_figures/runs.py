@@ -35,6 +35,7 @@ __all__ = [
     "RunSpec",
     "RunError",
     "ensure_certified",
+    "ensure_evaluated",
     "ensure_run",
     "ensure_runs",
     "main_with_errors",
@@ -257,6 +258,45 @@ def ensure_runs(
     return [ensure_run(s, runs_dir, device=device, log=log) for s in specs]
 
 
+def _run_cli_once(
+    command: str,
+    main: Callable[[list[str]], object],
+    argv: list[str],
+    out: Path,
+    result: Path,
+    what: str,
+    log: Callable[[str], None] | None,
+) -> dict:
+    """Run ``main(argv)`` (console output to ``<out>/<command>.log``) unless ``result`` exists;
+    return ``result`` parsed (RunError naming the log or the file when either fails)."""
+    name = command.rsplit(".", 1)[-1]
+    if not result.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        if log is not None:
+            log(f"{what} ...")
+        log_path = out / f"{name}.log"
+        with log_path.open("a") as fh, contextlib.redirect_stdout(fh), \
+                contextlib.redirect_stderr(fh):  # fmt: skip
+            print(f"python -m {command} " + " ".join(argv), flush=True)
+            try:
+                status = main(argv)
+                status = status if isinstance(status, int) else 0  # deep.evaluate: its results
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else 2
+        if status == 130:
+            raise KeyboardInterrupt
+        if status != 0 or not result.exists():
+            raise RunError(
+                f"{command} failed for {out.parent.name} (exit status {status}): "
+                f"{_error_line(log_path)} (log: {log_path})"
+            )
+    try:
+        return json.loads(result.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunError(f"{result} is not readable JSON ({exc}); delete {out} to "
+                       "recompute it") from None  # fmt: skip
+
+
 def ensure_certified(
     run_dir: str | os.PathLike,
     options: Sequence[str],
@@ -275,33 +315,46 @@ def ensure_certified(
     run_dir = Path(run_dir)
     digest = hashlib.sha1(json.dumps(list(options)).encode()).hexdigest()[:10]
     out = run_dir / f"certify-{digest}"
-    path = out / "certify.json"
-    if not path.exists():
-        argv = ["--checkpoint", str(_chosen_checkpoint(run_dir)), "--out", str(out), *options]
-        argv += ["--quiet"] + (["--device", device] if device is not None else [])
-        out.mkdir(parents=True, exist_ok=True)
-        if log is not None:
-            log(f"certifying {run_dir.name} ({' '.join(options)}) ...")
-        log_path = out / "certify.log"
-        with log_path.open("a") as fh, contextlib.redirect_stdout(fh), \
-                contextlib.redirect_stderr(fh):  # fmt: skip
-            print("python -m deep.certify " + " ".join(argv), flush=True)
-            try:
-                status = certify.main(argv)
-            except SystemExit as exc:
-                status = exc.code if isinstance(exc.code, int) else 2
-        if status == 130:
-            raise KeyboardInterrupt
-        if status != 0 or not path.exists():
-            raise RunError(
-                f"deep.certify failed for {run_dir.name} (exit status {status}): "
-                f"{_error_line(log_path)} (log: {log_path})"
-            )
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path} is not a readable certify.json ({exc}); delete {out} to "
-                       "recompute it") from None  # fmt: skip
+    argv = ["--checkpoint", str(_chosen_checkpoint(run_dir)), "--out", str(out), *options]
+    argv += ["--quiet"] + (["--device", device] if device is not None else [])
+    what = f"certifying {run_dir.name} ({' '.join(options)})"
+    return _run_cli_once("deep.certify", certify.main, argv, out, out / "certify.json", what, log)
+
+
+def ensure_evaluated(
+    run_dir: str | os.PathLike,
+    attacks: Sequence[str],
+    *,
+    data_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """``final.json`` of ``python -m deep.evaluate --attacks <attacks>`` on the run's evaluated
+    checkpoint, on the same test images and attack seed as the run's own ``final.json`` (its
+    ``n_per_class`` and ``seed``): attacks the run did not evaluate at the end of training, e.g.
+    CW-100 for FAAL supp. Fig. 4. Cached in ``<run_dir>/evaluate-<attacks>/``.
+    """
+    from deep import evaluate  # heavy import only when an evaluation is needed
+    from deep.results import RESULT_KEYS
+
+    run_dir = Path(run_dir)
+    final = read_final(run_dir)
+    out = run_dir / f"evaluate-{'-'.join(attacks)}"
+    argv = ["--checkpoint", str(_chosen_checkpoint(run_dir)), "--attacks", ",".join(attacks),
+            "--seed", str(int(final.get("seed", 0))), "--out", str(out), "--quiet"]  # fmt: skip
+    if final.get("n_per_class"):
+        argv += ["--n-per-class", str(int(final["n_per_class"]))]
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
+    if device is not None:
+        argv += ["--device", device]
+    what = f"evaluating {run_dir.name} ({', '.join(attacks)})"
+    result = _run_cli_once("deep.evaluate", evaluate.main, argv, out, out / "final.json", what, log)
+    wanted = {RESULT_KEYS.get(a, a) for a in attacks}
+    if not isinstance(result, dict) or not wanted <= set(result.get("results", {})):
+        raise RunError(f"{out / 'final.json'} lacks the results {list(attacks)}; delete {out} "
+                       "to recompute it")  # fmt: skip
+    return result
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

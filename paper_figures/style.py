@@ -94,6 +94,7 @@ METRIC_COLORS = {
     "clean": "#4c72b0",
     "pgd20": "#c44e52",
     "cw20": "#8172b3",
+    "cw100": "#64347a",
     "autoattack": "#55a868",
 }
 

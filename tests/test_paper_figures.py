@@ -549,3 +549,39 @@ def test_quick_figures_are_stamped_as_smoke_tests(tmp_path):
         labels = [t.get_text() for t in fig.texts]
         assert any("SMOKE TEST" in s for s in labels) == (banner is not None)
     assert sizes["smoke"][1] > sizes["plain"][1]  # the banner is drawn above the figure
+
+
+def test_faal_fig4_plots_cw100_of_each_runs_checkpoint_on_its_test_images(tmp_path, cache):
+    """Fig. 4's robust accuracy is the paper's CW-100, computed on the checkpoint, test images and
+    attack seed of each run's final.json (checked by evaluating the checkpoints here directly)."""
+    from deep.checkpoint import model_from_checkpoint
+    from deep.data import load_dataset, stratified_subset
+    from deep.evaluate import evaluate_model
+    from paper_figures import faal_fig4
+
+    argv = TINY + ["--runs-dir", str(cache), "--out", str(tmp_path)]
+    assert faal_fig4.main(argv) == 0
+    rows = _rows(tmp_path / "faal_fig4.csv")
+    assert {r["result"] for r in rows} == {"clean", "cw100"}
+    test = load_dataset("digits").test
+    for tau in (0.0, 0.5, 1.0):
+        runs = [d for d in cache.glob("faal-at-from-trades-s0-*")
+                if json.loads((d / "config.json").read_text())["tau"] == tau]  # fmt: skip
+        assert len(runs) == 1
+        final = read_final(runs[0])
+        model, _ = model_from_checkpoint(runs[0] / Path(final["checkpoint"]).name)
+        images = stratified_subset(test, final["n_per_class"], seed=final["seed"])
+        direct = evaluate_model(
+            model, images, num_classes=10, attacks=("clean", "cw100"), eps=final["eps"],
+            step_size=final["step_size"], seed=final["seed"],
+        )  # fmt: skip
+        assert direct["clean"]["per_class"] == final["results"]["clean"]["per_class"]
+        for which in ("average", "worst"):
+            (row,) = [r for r in rows if float(r["tau"]) == tau and r["result"] == "cw100"
+                      and r["statistic"] == which]  # fmt: skip
+            assert float(row["mean_pct"]) == pytest.approx(100 * direct["cw100"][which], abs=1e-9)
+    # cached: a second call evaluates nothing again
+    stamps = {p: p.stat().st_mtime_ns for p in cache.glob("*/evaluate-cw100/final.json")}
+    assert len(stamps) == 3
+    assert faal_fig4.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*/evaluate-cw100/final.json")} == stamps
