@@ -55,7 +55,12 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]
 import fairness_report  # noqa: E402  (the aggregation and figures, next to this script)
 import slurm_executor  # noqa: E402  (--executor slurm; submitit is imported only when used)
 
-from deep.runtime import CLIParser, DefaultsHelpFormatter, budget_value  # noqa: E402  (light: no torch)
+from deep.runtime import (  # noqa: E402  (light: no torch)
+    CLIParser,
+    DefaultsHelpFormatter,
+    budget_value,
+    end_quietly_on_closed_pipe,
+)
 
 #: From-scratch methods of the benchmark, in this order; presets the package lacks are left out.
 DEFAULT_SCRATCH = (
@@ -1108,6 +1113,7 @@ def main(argv=None) -> int:
     if args.out_note:
         _say(args.out_note)
     if args.status:
+        end_quietly_on_closed_pipe()
         print_status(store, rows, jobs)
         if args.executor == "slurm":
             slurm_executor.print_jobs(store, jobs)

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deep.runtime import CLIParser  # noqa: E402
+from deep.runtime import CLIParser, end_quietly_on_closed_pipe  # noqa: E402
 from deep.selection import rule_changes  # noqa: E402
 
 DEFAULT_RECORDS = "docs/results/fairness_benchmark_runs/*/seed*.json"
@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     missing = [p for p in paths if not p.is_file()]
     if missing:
         parser.error(f"no such record: {missing[0]}")
+    end_quietly_on_closed_pipe()
     changed = changed_records(paths)
     for c in changed:
         effect = (

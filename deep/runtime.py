@@ -12,6 +12,8 @@
 * **Errors**: :class:`CLIParser` prints an argparse error first, then a one-line usage and
   "see --help" (not the full usage); :func:`check_output_dir` refuses an ``--out`` that is a file,
   lies under a file or is not writable, before any work.
+* **Listings**: :func:`end_quietly_on_closed_pipe` lets a command that only prints (``--status``,
+  ``list``) end silently when its reader goes away (``| head``), as Unix tools do.
 * **Budgets**: :func:`budget_value` is the argparse type of every eps, step and sigma option: a
   number or a fraction ``a/b`` (``8/255``).
 
@@ -32,6 +34,7 @@ import contextlib
 import math
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from fractions import Fraction
@@ -53,6 +56,7 @@ __all__ = [
     "budget_value",
     "check_output_dir",
     "default_threads",
+    "end_quietly_on_closed_pipe",
     "exit_on_interrupt",
     "format_budget",
     "output_dir_problem",
@@ -201,6 +205,14 @@ def apply_thread_policy(
     if chosen is not None:
         torch.set_num_threads(int(chosen))
     return torch.get_num_threads()
+
+
+def end_quietly_on_closed_pipe() -> None:
+    """For a command that only prints (a listing, a status): when the reader of its output goes
+    away (``| head``), end at once with status 141 (128 + SIGPIPE), as Unix tools do, instead of
+    a ``BrokenPipeError`` traceback. Not for commands that train or write files."""
+    if hasattr(signal, "SIGPIPE"):  # POSIX
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deep.runtime import CLIParser, DefaultsHelpFormatter, check_output_dir
+from deep.runtime import (
+    CLIParser,
+    DefaultsHelpFormatter,
+    check_output_dir,
+    end_quietly_on_closed_pipe,
+)
 from paper_figures.common import DATASETS, DEFAULT_OUT, DEFAULT_RUNS_DIR
 from paper_figures.runs import RunError, main_with_errors
 
@@ -207,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "list":
+        end_quietly_on_closed_pipe()
         return _list()
     if command == "all":
         return main_with_errors(lambda: run_all(rest))

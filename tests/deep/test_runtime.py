@@ -220,3 +220,27 @@ def test_all_or_nothing_removes_what_an_unfinished_block_added(tmp_path):
     with all_or_nothing(kept):  # a finished block keeps everything
         (kept / "new.png").write_bytes(b"png")
     assert sorted(p.name for p in kept.iterdir()) == ["new.png", "old.txt"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["benchmarks/fairness_benchmark.py", "--status"],
+        ["-m", "paper_figures", "list"],
+        ["benchmarks/selection_ties.py"],
+    ],
+    ids=["benchmark-status", "paper-figures-list", "selection-ties"],
+)
+def test_a_listing_whose_reader_went_away_ends_without_a_traceback(command):
+    """`... | head`: the reader closes the pipe before the listing is printed."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, *command], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # before the child has imported anything, let alone printed
+    _, stderr = proc.communicate(timeout=120)
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr.decode()
+    assert proc.returncode in (0, 1, -13)  # finished, or ended by SIGPIPE as Unix tools are
