@@ -82,26 +82,62 @@ class LinearClassifier:
     b: float
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
-        """The scores ``w.x + b`` (n,) of inputs ``x`` (n, d), float64."""
+        """The scores ``w.x + b`` of inputs ``x``.
+
+        Args:
+            x: inputs (n, d).
+
+        Returns:
+            The scores ``w.x + b``, float64 (n,).
+        """
         return np.asarray(x, dtype=np.float64) @ self.w + self.b
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Labels (n,) in {-1, +1} of inputs ``x`` (n, d)."""
+        """Predicted labels ``sign(w.x + b)``; a score of exactly 0 predicts -1.
+
+        Args:
+            x: inputs (n, d).
+
+        Returns:
+            Labels (n,) in {-1, +1}, int.
+        """
         return np.where(self.decision_function(x) > 0, 1, -1)
 
     def correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Standard correctness ``y (w.x + b) > 0``."""
+        """Standard correctness ``y (w.x + b) > 0`` (a score of 0 is wrong for both classes).
+
+        Args:
+            x: inputs (n, d).
+            y: labels (n,) in {-1, +1}.
+
+        Returns:
+            Boolean (n,): whether each point is classified correctly.
+        """
         return y * self.decision_function(x) > 0
 
     def robust_correct(self, x: np.ndarray, y: np.ndarray, eps: float, norm: str = "linf"):
         """Exact robust correctness: ``min_{||delta|| <= eps} y (w.(x+delta) + b) > 0``, i.e.
-        ``y (w.x + b) - eps ||w||_* > 0`` with ``||.||_*`` the dual norm."""
+        ``y (w.x + b) - eps ||w||_* > 0`` with ``||.||_*`` the dual norm.
+
+        Args:
+            x: inputs (n, d).
+            y: labels (n,) in {-1, +1}.
+            eps: the perturbation budget, >= 0.
+            norm: the budget's norm, ``"linf"`` (dual ``||w||_1``) or ``"l2"`` (``||w||_2``).
+
+        Returns:
+            Boolean (n,): whether each point is correct under every perturbation of norm <= eps.
+        """
         return y * self.decision_function(x) - _check_eps(eps) * dual_norm(self.w, norm) > 0
 
     def diagonal_crossing(self) -> float:
         """``t`` where the boundary crosses the diagonal ``x = t 1`` (``t = -b / sum(w)``); for w =
         1 this is ``-b/d``. Larger ``t`` means a boundary closer to the class +1 centre
-        ``+theta``."""
+        ``+theta``.
+
+        Returns:
+            ``t = -b / sum(w)``, a float (infinite or nan when ``sum(w) == 0``).
+        """
         return float(-self.b / self.w.sum())
 
 
@@ -163,7 +199,17 @@ class SortedProjections:
 
     def curves(self, eps_minus: float = 0.0, eps_plus: float = 0.0, norm: str = "linf"):
         """Exact class-wise error curves over all intercepts (see
-        :func:`intercept_error_curves`)."""
+        :func:`intercept_error_curves`).
+
+        Args:
+            eps_minus: the training budget of class -1 (for the ``rob_minus`` curve), >= 0.
+            eps_plus: the training budget of class +1 (for the ``rob_plus`` curve), >= 0.
+            norm: the budgets' norm, ``"linf"`` (shift ``d eps``) or ``"l2"`` (``sqrt(d) eps``).
+
+        Returns:
+            The :class:`InterceptCurves`: candidate intercepts ``b`` and the standard and robust
+            error of each class at each, class means in [0, 1].
+        """
         _check_norm(norm)
         sh_minus = _shift(self.d, _check_eps(eps_minus, "eps_minus"), norm)
         sh_plus = _shift(self.d, _check_eps(eps_plus, "eps_plus"), norm)

@@ -124,11 +124,22 @@ class FRLMultipliers:
 
     def update(self, std_err: np.ndarray, bndy_err: np.ndarray) -> None:
         """One multiplier update from validation class errors (FRL Algorithm 1 lines 7-8, Eq.
-        11)."""
+        11), in place: the multipliers that ``mode`` selects move by the settings' rates.
+
+        Args:
+            std_err: validation standard errors ``[class -1, class +1]``, float in [0, 1].
+            bndy_err: validation boundary errors at eps (FRL Eq. 7), ``[class -1, class +1]``.
+        """
         self.update_scaled(std_err, bndy_err, 1.0)
 
     def update_scaled(self, std_err: np.ndarray, bndy_err: np.ndarray, rate_scale: float) -> None:
-        """:meth:`update` with both rates multiplied by ``rate_scale`` (stage-wise decay)."""
+        """:meth:`update` with both rates multiplied by ``rate_scale`` (stage-wise decay).
+
+        Args:
+            std_err: validation standard errors ``[class -1, class +1]``, float in [0, 1].
+            bndy_err: validation boundary errors at eps (FRL Eq. 7), ``[class -1, class +1]``.
+            rate_scale: the factor on ``alpha1`` and ``alpha2`` (``stage_decay ** stage``), >= 0.
+        """
         s = self.settings
         self.lambda0, self.lambda1, self.lambda2 = update_multipliers(
             Multipliers(self.lambda0, self.lambda1, self.lambda2),
@@ -144,13 +155,26 @@ class FRLMultipliers:
         )
 
     def weights(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(w0, w1)``: ``w_c = 1/C + lambda_c - mean(lambda)`` (sum to 1)."""
+        """``(w0, w1)``: ``w_c = 1/C + lambda_c - mean(lambda)`` (sum to 1).
+
+        Returns:
+            ``(w0, w1)``, float64 (C,) each, summing to 1: the weights of the standard error (from
+            ``lambda0``) and of the boundary error (from ``lambda1``) of each class; under the
+            paper rule negative weights are set to 0 and the rest rescaled.
+        """
         rule = self.settings.rule
         return multiplier_weights(self.lambda0, rule), multiplier_weights(self.lambda1, rule)
 
     def class_eps(self, eps: float) -> np.ndarray:
         """``eps_c = eps clamp(exp(2 lambda2_c), lo, hi)`` (``eps exp(lambda2_c)`` under the paper
-        rule), capped at ``eps_cap_factor * eps``."""
+        rule), capped at ``eps_cap_factor * eps``.
+
+        Args:
+            eps: the base budget, >= 0.
+
+        Returns:
+            The per-class budgets ``[eps_-, eps_+]``, float64 (C,).
+        """
         s = self.settings
         cap = s.eps_cap_factor * eps
         return remargin_eps(eps, self.lambda2, clamp=s.eps_clamp, cap=cap, rule=s.rule)

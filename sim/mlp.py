@@ -139,6 +139,15 @@ class MLPClassifier:
     num_threads: int | None = 1
 
     def decision_function(self, x: np.ndarray, batch_size: int = 200_000) -> np.ndarray:
+        """The scores ``f(x)`` of the network, computed in float32 without gradients.
+
+        Args:
+            x: inputs (n, d).
+            batch_size: points per forward pass.
+
+        Returns:
+            The scores ``f(x)``, float32 (n,).
+        """
         out = []
         with torch.no_grad(), torch_threads(self.num_threads):
             for i in range(0, len(x), batch_size):
@@ -150,9 +159,26 @@ class MLPClassifier:
         return np.concatenate(out)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted labels ``sign(f(x))``; a score of exactly 0 predicts -1.
+
+        Args:
+            x: inputs (n, d).
+
+        Returns:
+            Labels (n,) in {-1, +1}, int.
+        """
         return np.where(self.decision_function(x) > 0, 1, -1)
 
     def correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Standard correctness ``y f(x) > 0`` (a score of 0 is wrong for both classes).
+
+        Args:
+            x: inputs (n, d).
+            y: labels (n,) in {-1, +1}.
+
+        Returns:
+            Boolean (n,): whether each point is classified correctly.
+        """
         return y * self.decision_function(x) > 0
 
     def robust_correct(
@@ -166,7 +192,22 @@ class MLPClassifier:
         seed: int = 0,
         batch_size: int = 100_000,
     ) -> np.ndarray:
-        """Correct on the clean point and on its PGD-``steps`` adversarial point."""
+        """Correct on the clean point and on its PGD-``steps`` adversarial point
+        (:func:`pgd_attack_binary` with a random start and step ``2.5 eps / steps``): an upper
+        bound on the true robust correctness.
+
+        Args:
+            x: inputs (n, d).
+            y: labels (n,) in {-1, +1}.
+            eps: the attack budget, >= 0.
+            norm: the budget's norm, ``"linf"`` or ``"l2"``.
+            steps: PGD steps.
+            seed: seeds the attack's random starts.
+            batch_size: points attacked at once.
+
+        Returns:
+            Boolean (n,): whether each point is correct both clean and under the attack.
+        """
         gen = torch.Generator().manual_seed(seed)
         out = np.empty(len(x), dtype=bool)
         with torch_threads(self.num_threads):

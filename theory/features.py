@@ -340,7 +340,20 @@ class FeatureMixture:
 
         w.x | y is N(y (d u eta + m v gamma), sigma_y^2 (d u^2 + m v^2)); the worst perturbation
         of norm eps moves it by eps ||w||_* toward the boundary (||w||_1 = d|u| + m|v| for l_inf,
-        ||w||_2 for l_2). ``eps = 0``: standard errors. With ``log=True`` natural logarithms.
+        ||w||_2 for l_2). ``eps = 0``: standard errors.
+
+        Args:
+            u: weight of each of the d robust features (float or array broadcasting against the
+                mixture's parameters).
+            v: weight of each of the m non-robust features; (u, v) must not both be 0.
+            b: the intercept.
+            eps: the perturbation budget, >= 0 (0: standard errors).
+            norm: the budget's norm, ``"linf"`` or ``"l2"``.
+            log: return the natural logarithms of the errors (accurate where they underflow).
+
+        Returns:
+            ``(R(-1), R(+1))``: the (robust) error of class -1 and of class +1, float64 scalars or
+            arrays of the broadcast shape; their logarithms when ``log=True``.
         """
         u, v, b = _as_finite(u, "u"), _as_finite(v, "v"), _as_finite(b, "b")
         norm, eps = _check_norm(norm), _check_nonnegative(eps, "eps")
@@ -362,7 +375,18 @@ class FeatureMixture:
 
     def linear_errors(self, w, b, eps=0.0, norm: str = "linf"):
         """(R(-1), R(+1)) of sign(w.x + b) for a full weight vector w of length d + m (scalar
-        parameters only): w.x | y is N(y theta.w, sigma_y^2 ||w||^2), shifted by eps ||w||_*."""
+        parameters only): w.x | y is N(y theta.w, sigma_y^2 ||w||^2), shifted by eps ||w||_*.
+
+        Args:
+            w: the weight vector, shape (d + m,): the d robust features first, then the m
+                non-robust ones; non-zero.
+            b: the intercept (float).
+            eps: the perturbation budget, >= 0 (0: standard errors).
+            norm: the budget's norm, ``"linf"`` (dual norm ||w||_1) or ``"l2"``.
+
+        Returns:
+            ``(R(-1), R(+1))``: the (robust) error of class -1 and of class +1, floats.
+        """
         if self.shape != ():
             raise ValueError("linear_errors needs scalar mixture parameters")
         d, m = int(self.d), int(self.m)
@@ -390,8 +414,17 @@ class FeatureMixture:
         t = b / sigma and r(phi) the robust mean of w.x over sigma. Its logarithm is minimised over
         t and phi: a grid over the whole circle and a wide range of t brackets the optimum, Brent's
         method refines phi, and for each phi the zero of the risk's derivative in t (bracketed by
-        the grid) is found by Brent's root finder. Needs 0 <= eps < eta (l_inf) or
-        eps < ||theta||_2 (l_2).
+        the grid) is found by Brent's root finder.
+
+        Args:
+            eps: the budget the classifier is optimised for: 0 <= eps < eta (l_inf) or
+                eps < ||theta||_2 (l_2), float or array broadcasting against the mixture's
+                parameters.
+            norm: the budget's norm, ``"linf"`` or ``"l2"``.
+
+        Returns:
+            The :class:`LinearOptimum`: its (u, v, b) with d u^2 + m v^2 = 1, and its standard and
+            robust (at ``eps``) class errors.
         """
         eps = self._validated_eps(eps, norm)
         shape = np.broadcast_shapes(self.shape, eps.shape)

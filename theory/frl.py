@@ -84,7 +84,14 @@ class Multipliers(NamedTuple):
 
     @classmethod
     def zeros(cls, num_classes: int) -> Multipliers:
-        """All three multipliers 0 (uniform weights, the base budget) for C classes."""
+        """All three multipliers 0 (uniform weights, the base budget) for C classes.
+
+        Args:
+            num_classes: number of classes C.
+
+        Returns:
+            ``Multipliers`` whose three arrays are float64 zeros of shape (C,).
+        """
         return cls(np.zeros(num_classes), np.zeros(num_classes), np.zeros(num_classes))
 
 
