@@ -104,6 +104,18 @@ class AWP:
         Either ``calc_awp(loss_fn)`` with ``loss_fn(proxy) -> scalar`` (the unweighted loss of the
         current batch computed with the proxy), or ``calc_awp(x, y, loss_fn)`` with
         ``loss_fn(proxy(x), y) -> scalar``. The proxy runs in train mode, as in the reference.
+
+        The proxy is reset to the model's weights, takes one optimiser step on ``-loss``, and
+        for each perturbed parameter ``diff = gamma ||w|| / (||dw|| + 1e-20) dw`` with
+        ``dw = w_proxy - w`` (all-reduced by ``reduce_fn`` first). The model is not changed.
+
+        Args:
+            *args: ``(loss_fn,)`` or ``(x, y, loss_fn)``: the batch's inputs (B, C, H, W) in
+                [0, 1], labels (B,) int64, and the loss as above; ValueError for another count.
+
+        Returns:
+            ``{parameter name: perturbation}`` for :func:`perturbed_parameter_names`, each
+            tensor of the parameter's shape, dtype and device (relative norm ``gamma``).
         """
         if len(args) == 1:
             (loss_fn,) = args
@@ -141,7 +153,14 @@ class AWP:
         return diff
 
     def perturb(self, diff: dict[str, torch.Tensor]) -> None:
-        """w <- w + diff (remembering w so that :meth:`restore` is exact)."""
+        """w <- w + diff (remembering w so that :meth:`restore` is exact).
+
+        Args:
+            diff: the perturbation of :meth:`calc_awp` (``{parameter name: tensor}``).
+
+        Raises:
+            RuntimeError: when the last perturbation was not restored.
+        """
         if self._saved is not None:
             raise RuntimeError("perturb called twice without restore")
         params = self._params(self.model)
@@ -157,6 +176,12 @@ class AWP:
 
         The bracket is the optimiser's update since :meth:`perturb` (zero when there was none, in
         which case the original weights come back exactly).
+
+        Args:
+            diff: the perturbation passed to the preceding :meth:`perturb`.
+
+        Raises:
+            RuntimeError: without a preceding :meth:`perturb`.
         """
         if self._saved is None:
             raise RuntimeError("restore called without a preceding perturb")
@@ -169,10 +194,21 @@ class AWP:
         self._saved = None
 
     def state_dict(self) -> dict:
-        """Proxy optimiser state and gamma (the proxy's weights are reloaded every step)."""
+        """Proxy optimiser state and gamma (the proxy's weights are reloaded every step).
+
+        Returns:
+            ``{"gamma": float, "proxy_optim": the proxy optimiser's state_dict()}`` (the
+            checkpoint's ``"awp"`` entry).
+        """
         return {"gamma": self.gamma, "proxy_optim": self.proxy_optim.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`: gamma and the proxy optimiser's state.
+
+        Args:
+            state: a dict with ``"gamma"`` and ``"proxy_optim"``; ValueError without
+                ``"proxy_optim"``.
+        """
         if not isinstance(state, dict) or "proxy_optim" not in state:
             raise ValueError("AWP state_dict must be a dict with key 'proxy_optim'")
         self.gamma = float(state["gamma"])

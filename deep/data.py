@@ -111,14 +111,31 @@ class ClassTooSmallError(ValueError):
 
     def describe(self, option: str, where: str = "here") -> str:
         """The message with ``option`` (e.g. ``"--train-per-class"``) and ``where`` the images are
-        counted (e.g. ``"after the validation split"``)."""
+        counted (e.g. ``"after the validation split"``).
+
+        Args:
+            option: how the caller names the size, printed before the requested number (the
+                constructor uses ``"<parameter> ="``).
+            where: where the images were counted, printed after the available number.
+
+        Returns:
+            ``"<option> <requested>, but class <label> has only <available> images <where>:
+            choose at most <available>"``.
+        """
         return (
             f"{option} {self.requested}, but class {self.class_label} has only {self.available} "
             f"images {where}: choose at most {self.available}"
         )
 
     def renamed(self, parameter: str) -> ClassTooSmallError:
-        """The same error for the caller's parameter name."""
+        """The same error for the caller's parameter name.
+
+        Args:
+            parameter: the name the message uses (e.g. ``"val_per_class"``).
+
+        Returns:
+            A new :class:`ClassTooSmallError` with the same numbers and class.
+        """
         return ClassTooSmallError(parameter, self.requested, self.class_label, self.available)
 
 
@@ -985,7 +1002,12 @@ class BatchLoader:
         self.num_samples = self.total_size // world_size  # per rank
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose shuffle and augmentation are drawn next."""
+        """Select the epoch whose shuffle and augmentation are drawn next.
+
+        Args:
+            epoch: the epoch, 0-based (the training loop passes ``trainer.epoch``); with the seed
+                it fixes the permutation, the crops and the flips (:func:`epoch_seed`).
+        """
         self.epoch = int(epoch)
 
     @property

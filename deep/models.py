@@ -104,6 +104,15 @@ class MaxPool2x2(nn.Module):
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        """2 x 2 max-pooling with stride 2.
+
+        Args:
+            x: feature maps (N, C, H, W), floating point.
+
+        Returns:
+            The maxima (N, C, H // 2, W // 2) of each 2 x 2 window (odd last rows / columns
+            dropped), with ``nn.MaxPool2d(2)``'s gradient.
+        """
         if x.device.type != "cpu" or x.shape[-1] < 2 or x.shape[-2] < 2:
             return F.max_pool2d(x, 2)
         if torch.compiler.is_compiling():
@@ -132,9 +141,22 @@ class Normalize(nn.Module):
         self.register_buffer("std", std_t.view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Normalise per channel.
+
+        Args:
+            x: images (N, C, H, W) in [0, 1], C = the number of ``mean`` entries.
+
+        Returns:
+            ``(x - mean) / std``, same shape, float32 for float32 inputs.
+        """
         return (x - self.mean) / self.std
 
     def extra_repr(self) -> str:
+        """The line ``print(model)`` shows inside ``Normalize(...)``.
+
+        Returns:
+            ``"mean=[...], std=[...]"``, the per-channel values as lists.
+        """
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
@@ -189,6 +211,15 @@ class PreActResNet18(nn.Module):
         self.linear = nn.Linear(512, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Classify a batch.
+
+        Args:
+            x: inputs (N, C, H, W) in [0, 1], e.g. 32 x 32 (the final pool is adaptive);
+                the first layer (:class:`Normalize`) normalises them.
+
+        Returns:
+            Logits (N, num_classes), unnormalised (no softmax).
+        """
         out = self.conv1(self.normalize(x))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = F.relu(self.bn(out))
@@ -241,6 +272,15 @@ class ResNet18(nn.Module):
         self.linear = nn.Linear(512, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Classify a batch.
+
+        Args:
+            x: inputs (N, C, H, W) in [0, 1], e.g. 32 x 32 (the final pool is adaptive);
+                the first layer (:class:`Normalize`) normalises them.
+
+        Returns:
+            Logits (N, num_classes), unnormalised (no softmax).
+        """
         out = F.relu(self.bn1(self.conv1(self.normalize(x))))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
@@ -339,6 +379,15 @@ class WideResNet(nn.Module):
                 m.bias.data.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
+        """Classify a batch.
+
+        Args:
+            x: inputs (N, C, H, W) in [0, 1], e.g. 32 x 32 (the final pool is adaptive);
+                the first layer (:class:`Normalize`) normalises them.
+
+        Returns:
+            Logits (N, num_classes), unnormalised (no softmax).
+        """
         out = self.conv1(self.normalize(x))
         out = self.block3(self.block2(self.block1(out)))
         out = self.relu(self.bn1(out))
@@ -373,6 +422,15 @@ class SmallCNN(nn.Module):
         self.classifier = nn.Linear(128 * 2 * 2, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Classify a batch.
+
+        Args:
+            x: inputs (N, C, H, W) in [0, 1], 8 x 8 to 32 x 32; the first layer
+                (:class:`Normalize`) normalises them.
+
+        Returns:
+            Logits (N, num_classes), unnormalised (no softmax).
+        """
         return self.classifier(self.features(self.normalize(x)).flatten(1))
 
 
@@ -410,6 +468,15 @@ class TwoConvCNN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """Classify a batch.
+
+        Args:
+            x: inputs (N, C, image_size, image_size) in [0, 1] (the head is sized for
+                ``image_size``); the first layer (:class:`Normalize`) normalises them.
+
+        Returns:
+            Logits (N, num_classes), unnormalised (no softmax).
+        """
         return self.classifier(self.features(self.normalize(x)).flatten(1))
 
 
@@ -555,7 +622,15 @@ class CheckpointMismatchError(ValueError):
         return " ".join(parts)
 
     def with_source(self, source: str) -> CheckpointMismatchError:
-        """The same error, its message naming ``source`` (e.g. the checkpoint file)."""
+        """The same error, its message naming ``source`` (e.g. the checkpoint file).
+
+        Args:
+            source: where the state dict came from, shown as ``state dict from <source>``.
+
+        Returns:
+            A new :class:`CheckpointMismatchError` with the same missing / unexpected keys and
+            shape mismatches.
+        """
         return CheckpointMismatchError(
             self.missing, self.unexpected, self.shape_mismatches, source=source
         )

@@ -202,6 +202,12 @@ class ModelAverage:
         self.updates = 0
 
     def update(self, model: nn.Module, decay: float) -> None:
+        """Fold the model's current state into the average (a copy on the first call).
+
+        Args:
+            model: the model being trained; its ``state_dict()`` entries are read, not changed.
+            decay: the average's weight, in [0, 1] (CFA: the EMA decay, or FAWA's).
+        """
         current = model.state_dict()
         if self.state is not None:  # e.g. loaded on the CPU from a checkpoint
             self.state = {k: v.to(current[k].device) for k, v in self.state.items()}
@@ -217,10 +223,23 @@ class ModelAverage:
         self.updates += 1
 
     def state_dict(self) -> dict:
+        """The average, for a checkpoint.
+
+        Returns:
+            ``{"state": the averaged state dict with its tensors on the CPU (None before the
+            first update), "updates": the number of updates}``.
+        """
         state = None if self.state is None else {k: v.cpu() for k, v in self.state.items()}
         return {"state": state, "updates": self.updates}
 
     def load_state_dict(self, saved: dict, device: torch.device | str = "cpu") -> None:
+        """Restore :meth:`state_dict` (the averaged tensors and the update count).
+
+        Args:
+            saved: a :meth:`state_dict` of a ``ModelAverage``.
+            device: where to put the averaged tensors (:meth:`update` moves them to the model's
+                device anyway).
+        """
         state = saved["state"]
         self.state = None if state is None else {k: v.to(device) for k, v in state.items()}
         self.updates = int(saved["updates"])
@@ -406,9 +425,20 @@ class UniformWeighting:
 
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The method's state for a checkpoint (its ``"weighting"`` entry).
+
+        Returns:
+            ``{"kind": "uniform", "num_classes", "base_eps"}``: uniform weights carry nothing
+            else across batches.
+        """
         return {"kind": "uniform", "num_classes": self.num_classes, "base_eps": self.base_eps}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (``num_classes`` and ``base_eps``).
+
+        Args:
+            state: a ``"uniform"`` state dict; ValueError for another kind.
+        """
         check_kind(state, "uniform")
         self.num_classes = state["num_classes"]
         self.base_eps = state["base_eps"]

@@ -210,17 +210,41 @@ class CFAMethod(UniformWeighting):
         return calibrated_eps(self.acc, self.base_eps, self.lambda1)
 
     def kl_weight_values(self) -> np.ndarray:
+        """CCR's per-class KL weights in force (CFA Sec. 4.2, :func:`calibrated_kl_weight`).
+
+        Returns:
+            float64 (C,) in [0, 1): ``b_k / (1 + b_k)`` with ``b_k = (lambda2 + A_k) beta`` once
+            calibrated, ``beta / (1 + beta)`` for every class before ``begin``.
+        """
         acc = self.acc if self.calibrated else np.zeros(self.num_classes)
         lambda2 = self.lambda2 if self.calibrated else 1.0  # (1 + 0) beta before `begin`
         return calibrated_kl_weight(acc, self.beta, lambda2)
 
     # -- per batch ---------------------------------------------------------------------------------
     def class_eps(self, y: torch.Tensor):
+        """CCM's per-sample budgets ``eps_{y_i} = (lambda1 + A_{y_i}) base_eps`` (CFA Sec. 4.1)
+        once calibrated; the base budget before.
+
+        Args:
+            y: the batch's labels (B,) int64.
+
+        Returns:
+            A float32 tensor (B,) on ``y``'s device, or the float ``base_eps`` before ``begin``.
+        """
         if not self.calibrated:
             return self.base_eps
         return self._on_device("eps", self.eps_values, y.device)[y]
 
     def loss(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """CFA-AT: the plain mean of the objective's loss; CFA-TRADES: :func:`cfa_trades_loss`
+        with the CCR weights (:meth:`kl_weight_values`).
+
+        Args:
+            batch: the step's :class:`TrainBatch` (adversarial and, for TRADES, clean logits).
+
+        Returns:
+            ``(loss, w)``: the scalar loss and the uniform class weights (C,) for the log.
+        """
         if not self.trades:
             return super().loss(batch)
         ce_i, kl_i = trades_parts(batch.logits_adv, batch.logits_clean, batch.y)
@@ -229,7 +253,13 @@ class CFAMethod(UniformWeighting):
         return cfa_trades_loss(ce_i, kl_i, batch.y, kl_w), weights
 
     def observe(self, batch: TrainBatch) -> None:
-        """Counts correct training adversarial predictions per class (for A_k)."""
+        """Counts correct training adversarial predictions per class (for A_k), summed over
+        processes by ``reduce_fn`` and added to the epoch's counts.
+
+        Args:
+            batch: the step's :class:`TrainBatch`; its train-mode adversarial logits (B, C) and
+                labels (B,) are read.
+        """
         y = batch.y
         counts = torch.zeros(2, self.num_classes, dtype=torch.float64, device=y.device)
         correct = (batch.logits_adv.detach().argmax(1) == y).double()
@@ -242,7 +272,17 @@ class CFAMethod(UniformWeighting):
 
     # -- per epoch ---------------------------------------------------------------------------------
     def fawa_class_accuracy(self, end: EpochEnd) -> np.ndarray:
-        """Class-wise PGD accuracy of the current model on the validation split (eval mode)."""
+        """Class-wise PGD accuracy of the current model on the validation split (eval mode):
+        FAWA's criterion (CFA Sec. 4.3). The attack is the run's training attack (CE, ``end.eps``,
+        ``end.step_size``, ``end.attack_steps`` steps, random start, ``end.norm``).
+
+        Args:
+            end: the :class:`EpochEnd` (model, validation split, attack settings, processes).
+
+        Returns:
+            float64 (C,) in [0, 1]: the fraction of each class's validation images still
+            classified correctly under the attack (0 for a class without images).
+        """
         model = end.model
 
         def correct(x, y, gen):
@@ -257,7 +297,20 @@ class CFAMethod(UniformWeighting):
         return hits[0] / np.maximum(counts, 1.0)
 
     def epoch_end(self, end: EpochEnd) -> dict:
-        """A_k from the epoch's counts; calibration from ``begin``; EMA; FAWA on validation."""
+        """A_k from the epoch's counts; calibration from ``begin``; EMA; FAWA on validation.
+
+        Sets A_k to the epoch's class-wise training robust accuracy (classes not seen keep the
+        previous value), turns calibration on once ``end.epoch + 1 >= begin``, updates the EMA
+        model, and the FAWA model when the worst validation class reaches ``fawa_threshold``.
+
+        Args:
+            end: the :class:`EpochEnd` (epoch, model, validation split, attack settings).
+
+        Returns:
+            ``{"cfa": {"train_robust_acc", "fawa_val_robust_acc" (with a validation split),
+            "fawa_updates", "next_class_eps", "next_kl_weights" (TRADES)}}``, lists of C floats
+            and a count, for ``metrics.jsonl``.
+        """
         if self._counts is not None:
             correct, seen = self._counts.cpu().numpy()
             self.acc = np.where(seen > 0, correct / np.maximum(seen, 1.0), self.acc)
@@ -278,6 +331,15 @@ class CFAMethod(UniformWeighting):
         return {"cfa": record}
 
     def averaged_state(self, name: str) -> dict | None:
+        """The EMA or FAWA model's weights.
+
+        Args:
+            name: ``"ema"`` or ``"fawa"``; KeyError otherwise.
+
+        Returns:
+            The averaged state dict, or None before its first update (FAWA: never, when the
+            threshold is never reached).
+        """
         if name == "ema":
             return self.ema.state
         if name == "fawa":
@@ -286,6 +348,13 @@ class CFAMethod(UniformWeighting):
 
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The method's state for a checkpoint (its ``"weighting"`` entry).
+
+        Returns:
+            ``{"kind": "cfa", "num_classes", "trades", "acc"`` (A_k, C floats), ``"calibrated",
+            "counts"`` (the unfinished epoch's (2, C) float64 [correct; seen] on the CPU, or
+            None), ``"ema", "fawa"}`` (the averaged models, :meth:`ModelAverage.state_dict`).
+        """
         return {
             "kind": "cfa",
             "num_classes": self.num_classes,
@@ -298,6 +367,13 @@ class CFAMethod(UniformWeighting):
         }
 
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        """Restore :meth:`state_dict`.
+
+        Args:
+            state: a ``"cfa"`` state dict of a run with the same classes and base method (AT or
+                TRADES); ValueError otherwise.
+            device: where to put the running counts and the averaged models.
+        """
         check_kind(state, "cfa")
         if state["num_classes"] != self.num_classes or state["trades"] != self.trades:
             raise ValueError("state_dict is from a CFA run with other classes or base method")

@@ -150,15 +150,42 @@ class DAFAMethod(UniformWeighting):
 
     # -- per batch ---------------------------------------------------------------------------------
     def class_eps(self, y: torch.Tensor):
+        """Per-sample budgets ``w_{y_i} eps`` once the weights are computed; the base budget
+        during the warm-up.
+
+        Args:
+            y: the batch's labels (B,) int64.
+
+        Returns:
+            A float32 tensor (B,) on ``y``'s device, or the float ``base_eps``.
+        """
         return self._on(y.device)[y] * self.base_eps if self.computed else self.base_eps
 
     def class_step(self, y: torch.Tensor):
+        """Per-sample attack steps ``w_{y_i} step`` (scaled like the budget) once the weights are
+        computed; the base step during the warm-up.
+
+        Args:
+            y: the batch's labels (B,) int64.
+
+        Returns:
+            A float32 tensor (B,) on ``y``'s device, or the float ``base_step``.
+        """
         return self._on(y.device)[y] * self.base_step if self.computed else self.base_step
 
     def eps_values(self) -> np.ndarray:
         return self.weights * self.base_eps
 
     def loss(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """TRADES: :func:`dafa_trades_loss` (w on the clean CE); PGD-AT: ``(1/B) sum_i w_{y_i}
+        CE(f(x'_i), y_i)`` of the adversarial examples. All weights are 1 during the warm-up.
+
+        Args:
+            batch: the step's :class:`TrainBatch` (adversarial and, for TRADES, clean logits).
+
+        Returns:
+            ``(loss, w / sum(w))``: the scalar loss and the normalised class weights (C,).
+        """
         w = self._on(batch.y.device)
         if self.trades:
             loss = dafa_trades_loss(batch.logits_adv, batch.logits_clean, batch.y, w, batch.beta)
@@ -167,7 +194,13 @@ class DAFAMethod(UniformWeighting):
         return loss, w / w.sum()
 
     def observe(self, batch: TrainBatch) -> None:
-        """In the last warm-up epoch: class sums of the adversarial softmax and class counts."""
+        """In the last warm-up epoch: class sums of the adversarial softmax and class counts,
+        summed over processes by ``reduce_fn``; nothing in other epochs.
+
+        Args:
+            batch: the step's :class:`TrainBatch`; its train-mode adversarial logits (B, C),
+                labels (B,) and epoch are read.
+        """
         if self.computed or batch.epoch != self.warmup - 1:
             return
         y = batch.y
@@ -183,7 +216,18 @@ class DAFAMethod(UniformWeighting):
 
     # -- per epoch ---------------------------------------------------------------------------------
     def epoch_end(self, end: EpochEnd) -> dict:
-        """After the last warm-up epoch: the weights, once (clipped at ``min_weight``)."""
+        """After the last warm-up epoch: the weights, once (clipped at ``min_weight``).
+
+        P is the class-mean softmax matrix (C, C) of the epoch's sums, the weights
+        :func:`dafa_weights` of P; they hold for the rest of the run.
+
+        Args:
+            end: the :class:`EpochEnd`; only its ``epoch`` is read.
+
+        Returns:
+            ``{"dafa": {"class_weights": C floats, "clipped_classes": the class indices raised
+            to min_weight}}`` at that epoch for ``metrics.jsonl``, ``{}`` at every other.
+        """
         if self.computed or end.epoch != self.warmup - 1 or self._sums is None:
             return {}
         sums = self._sums.cpu().numpy()
@@ -199,6 +243,13 @@ class DAFAMethod(UniformWeighting):
 
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The method's state for a checkpoint (its ``"weighting"`` entry).
+
+        Returns:
+            ``{"kind": "dafa", "num_classes", "weights"`` (C floats), ``"computed"`` (whether
+            the weights are set), ``"sums"}``: the last warm-up epoch's running (C + 1, C)
+            float64 probability sums and counts on the CPU, or None.
+        """
         return {
             "kind": "dafa",
             "num_classes": self.num_classes,
@@ -208,6 +259,13 @@ class DAFAMethod(UniformWeighting):
         }
 
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        """Restore :meth:`state_dict`.
+
+        Args:
+            state: a ``"dafa"`` state dict with this method's ``num_classes``; ValueError
+                otherwise.
+            device: where to put the running probability sums.
+        """
         check_kind(state, "dafa")
         if state["num_classes"] != self.num_classes:
             raise ValueError(

@@ -121,7 +121,15 @@ class FAALWeighting(UniformWeighting):
         return out
 
     def tau_at(self, epoch: int) -> float:
-        """The tau in force at ``epoch`` (0 before ``start_epoch``: uniform weights)."""
+        """The tau in force at ``epoch`` (0 before ``start_epoch``: uniform weights).
+
+        Args:
+            epoch: the 0-based epoch.
+
+        Returns:
+            The KL budget: 0 before ``start_epoch``, else the value of the last ``tau_schedule``
+            milestone at or before ``epoch`` (``tau`` before the first).
+        """
         if epoch < self.start_epoch:
             return 0.0
         tau = self.tau
@@ -138,9 +146,20 @@ class FAALWeighting(UniformWeighting):
         *,
         num_classes: int | None = None,
     ) -> torch.Tensor:
-        """Worst-case class weights (C,) for this batch, on ``y``'s device, float32.
+        """Worst-case class weights (C,) for this batch, on ``y``'s device, float32 (FAAL supp.
+        Eq. 2, Algorithm 1 lines 10-13); also adds them to the epoch's running mean.
 
-        ``margins`` holds the per-sample statistic of :attr:`statistic` (:func:`faal_statistic`).
+        Args:
+            margins: the per-sample statistic of :attr:`statistic` (:func:`faal_statistic`), (B,)
+                float: softmax CW margins in [-1, 1] or cross-entropies >= 0.
+            y: labels (B,) int64.
+            epoch: the 0-based epoch (selects tau, :meth:`tau_at`; a new epoch closes the last
+                one's history).
+            num_classes: C, unless given to the constructor.
+
+        Returns:
+            The class weights, float32 (C,), on the simplex (>= 0, summing to 1); uniform where
+            tau is 0.
         """
         num_classes = self._classes(num_classes)
         tau = self.tau_at(epoch)
@@ -161,12 +180,26 @@ class FAALWeighting(UniformWeighting):
 
     def statistic_of(self, batch: TrainBatch) -> torch.Tensor:
         """FAAL Alg. 1 lines 9-11: the per-sample statistic of the adversarial logits (supp. C.2:
-        margin or CE; the clean logits for natural training)."""
+        margin or CE; the clean logits for natural training).
+
+        Args:
+            batch: the step's :class:`TrainBatch` (its logits and labels are read).
+
+        Returns:
+            The detached statistic (B,): softmax CW margins in [-1, 1] or cross-entropies.
+        """
         logits = batch.logits_adv if batch.logits_adv is not None else batch.logits_clean
         return faal_statistic(self.statistic, logits, batch.y)
 
     def epoch_end(self, end: EpochEnd) -> dict:
-        """Closes the epoch's weight history; logs the tau in force."""
+        """Closes the epoch's weight history (:meth:`end_epoch`); logs the tau in force.
+
+        Args:
+            end: the :class:`EpochEnd`; only its ``epoch`` is read.
+
+        Returns:
+            ``{"tau": the tau in force at this epoch}`` for ``metrics.jsonl``.
+        """
         self.end_epoch()
         return {"tau": self.tau_at(end.epoch)}
 
@@ -182,7 +215,12 @@ class FAALWeighting(UniformWeighting):
         self._batches += 1
 
     def end_epoch(self) -> list[float] | None:
-        """Close the running epoch: append its mean weights to the history (one host read)."""
+        """Close the running epoch: append its mean weights to the history (one host read).
+
+        Returns:
+            The epoch's mean class weights (C floats), or None when no batch was weighted since
+            the last call.
+        """
         if self._sum is None or self._batches == 0:
             return None
         mean = (self._sum / self._batches).tolist()
@@ -192,6 +230,15 @@ class FAALWeighting(UniformWeighting):
         return mean
 
     def state_dict(self) -> dict:
+        """The method's state for a checkpoint (its ``"weighting"`` entry).
+
+        Returns:
+            A dict with ``"kind": "faal"``, the settings (``num_classes``, ``base_eps``, ``tau``,
+            ``tau_schedule``, ``start_epoch``, ``count_weighted``, ``direction``,
+            ``statistic``), the finished epochs' mean weights (``weight_history``,
+            ``history_epochs``) and ``running``: the unfinished epoch's ``{"epoch", "sum" (C,)
+            CPU tensor, "batches"}`` or None, so a run resumed mid-epoch logs the same means.
+        """
         running = None
         if self._sum is not None:
             running = {
@@ -215,6 +262,12 @@ class FAALWeighting(UniformWeighting):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; a state without ``statistic`` (older checkpoints) uses the
+        margin.
+
+        Args:
+            state: a ``"faal"`` state dict; ValueError for another kind.
+        """
         check_kind(state, "faal")
         self.num_classes = state["num_classes"]
         self.base_eps = state["base_eps"]

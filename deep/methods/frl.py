@@ -184,14 +184,30 @@ class FRLWeighting(_TwoTermWeighting):
         return self.mode in ("rm", "rwrm")
 
     def class_eps(self, y: torch.Tensor):
-        """Per-sample budgets eps_{y_i} (B,) under Remargin; the scalar base budget otherwise."""
+        """Per-sample budgets eps_{y_i} (B,) under Remargin; the scalar base budget otherwise.
+
+        Args:
+            y: the batch's labels (B,) int64.
+
+        Returns:
+            A float32 tensor (B,) on ``y``'s device (modes ``"rm"``, ``"rwrm"``), else the float
+            ``base_eps``.
+        """
         if not self.remargins:
             return self.base_eps
         return super().class_eps(y)
 
     def class_step(self, y: torch.Tensor):
         """The attack step: the base step ("fixed"), or, as the FRL reference code steps its
-        Remargin attack, the largest per-class budget in the batch / 4 ("batch-max")."""
+        Remargin attack, the largest per-class budget in the batch / 4 ("batch-max").
+
+        Args:
+            y: the batch's labels (B,) int64.
+
+        Returns:
+            The float ``base_step`` (``"fixed"``, or no Remargin), else a float32 tensor (B,) on
+            ``y``'s device, every entry ``max_i eps_{y_i} / 4``.
+        """
         if self.step_rule == "fixed" or not self.remargins:
             return self.base_step
         eps = super().class_eps(y)
@@ -207,7 +223,17 @@ class FRLWeighting(_TwoTermWeighting):
 
     def epoch_end(self, end: EpochEnd) -> dict:
         """One multiplier update from the epoch's validation errors; the rates decay with the
-        learning rate (FRL §5.1). Logs the multipliers and next epoch's weights and budgets."""
+        learning rate (FRL §5.1). Logs the multipliers and next epoch's weights and budgets.
+
+        Args:
+            end: the :class:`EpochEnd`; ``validation`` (class-wise clean / PGD-20 accuracies),
+                ``lr`` and ``base_lr`` are read. Without validation nothing is updated.
+
+        Returns:
+            ``{"frl": {"lambda0", "lambda1", "lambda2", "next_nat_weights",
+            "next_bndy_weights", "next_class_eps"}}`` (lists of C floats) for ``metrics.jsonl``,
+            or ``{}`` without validation.
+        """
         if end.validation is None:
             return {}
         errors = frl_errors(end.validation)
@@ -228,7 +254,16 @@ class FRLWeighting(_TwoTermWeighting):
         }
 
     def update_from_validation(self, std_err, bndy_err, *, rate_scale: float = 1.0) -> None:
-        """One multiplier update from class-wise validation errors (arrays of length C)."""
+        """One multiplier update from class-wise validation errors (FRL Algorithm 1 lines 7-8,
+        Eq. 11; :func:`theory.frl.update_multipliers`); counts it in ``updates``.
+
+        Args:
+            std_err: class-wise validation standard errors, (C,) in [0, 1] (array or tensor).
+            bndy_err: class-wise validation boundary errors (FRL Eq. 7: clean accuracy minus
+                PGD accuracy), (C,) in [-1, 1].
+            rate_scale: the factor on ``alpha1`` and ``alpha2``, finite and >= 0
+                (:meth:`epoch_end` passes ``lr / base_lr``).
+        """
         e = _as_error_vector(std_err, self.num_classes, "std_err", 0.0)
         b = _as_error_vector(bndy_err, self.num_classes, "bndy_err", -1.0)
         if not (math.isfinite(rate_scale) and rate_scale >= 0.0):
@@ -250,21 +285,43 @@ class FRLWeighting(_TwoTermWeighting):
 
     # -- host-side values (float64 numpy) ----------------------------------------------------------
     def nat_weight_values(self) -> np.ndarray:
-        """w0 (C,): class weights of the natural CE term."""
+        """w0: class weights of the natural CE term.
+
+        Returns:
+            float64 (C,) summing to 1: ``1/C + lambda0_c - mean(lambda0)`` (under
+            ``rule="paper"`` negative weights set to 0 and the rest rescaled).
+        """
         return multiplier_weights(self.lambda0, self.rule)
 
     def bndy_weight_values(self) -> np.ndarray:
-        """w1 (C,): class weights of the boundary (KL) term."""
+        """w1: class weights of the boundary (KL) term.
+
+        Returns:
+            float64 (C,) summing to 1: ``1/C + lambda1_c - mean(lambda1)`` (under
+            ``rule="paper"`` negative weights set to 0 and the rest rescaled).
+        """
         return multiplier_weights(self.lambda1, self.rule)
 
     def eps_values(self) -> np.ndarray:
         """Per-class budgets eps_c = base_eps clamp(exp(2 lambda2_c), low, high), capped (C);
-        base_eps exp(lambda2_c), capped, under ``rule="paper"``."""
+        base_eps exp(lambda2_c), capped, under ``rule="paper"``.
+
+        Returns:
+            The budgets, float64 (C,), in the units of ``base_eps``.
+        """
         return remargin_eps(
             self.base_eps, self.lambda2, clamp=self.eps_clamp, cap=self.eps_cap, rule=self.rule
         )
 
     def state_dict(self) -> dict:
+        """The method's state for a checkpoint (its ``"weighting"`` entry).
+
+        Returns:
+            A dict with ``"kind": "frl"``, the settings (``num_classes``, ``base_eps``, ``mode``,
+            ``delta0``, ``delta1``, ``alpha1``, ``alpha2``, ``lim``, ``eps_cap``, ``eps_clamp``,
+            ``step_rule``, ``update_at``, ``rule``), the multipliers ``lambda0``, ``lambda1``,
+            ``lambda2`` (lists of C floats) and the number of ``updates``.
+        """
         return {
             "kind": "frl",
             "num_classes": self.num_classes,
@@ -287,6 +344,13 @@ class FRLWeighting(_TwoTermWeighting):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; states without ``step_rule``, ``update_at`` or ``rule``
+        (older checkpoints) get ``"fixed"``, ``"epoch-end"`` and ``"official"``.
+
+        Args:
+            state: an ``"frl"`` state dict with this weighting's ``num_classes``; ValueError
+                otherwise.
+        """
         check_kind(state, "frl")
         self.step_rule = state.get("step_rule", "fixed")  # states written before these options
         self.update_at = state.get("update_at", "epoch-end")
@@ -346,19 +410,41 @@ class BaselineReweight(UniformWeighting):
         self.worst_class: int | None = None
 
     def weight_values(self) -> np.ndarray:
+        """The class weights in force, on the host.
+
+        Returns:
+            float64 (C,) summing to 1: ``boost / (C - 1 + boost)`` for the worst class,
+            ``1 / (C - 1 + boost)`` for the others; uniform before the first update.
+        """
         weights = np.ones(self.num_classes)
         if self.worst_class is not None:
             weights[self.worst_class] = self.boost
         return weights / weights.sum()
 
     def update_from_validation(self, std_err, bndy_err, **_: object) -> None:
+        """Pick the class with the highest validation robust error ``std_err + bndy_err`` (the
+        lowest index on ties) as the one to upweight.
+
+        Args:
+            std_err: class-wise validation standard errors, (C,) in [0, 1].
+            bndy_err: class-wise validation boundary errors (FRL Eq. 7), (C,) in [-1, 1].
+        """
         e = _as_error_vector(std_err, self.num_classes, "std_err", 0.0)
         b = _as_error_vector(bndy_err, self.num_classes, "bndy_err", -1.0)
         self.worst_class = int(np.argmax(e + b))
         self._values_changed()
 
     def epoch_end(self, end: EpochEnd) -> dict:
-        """Picks the class with the highest validation robust error for the next epoch."""
+        """Picks the class with the highest validation robust error for the next epoch.
+
+        Args:
+            end: the :class:`EpochEnd`; its ``validation`` accuracies are read (without them
+                nothing changes).
+
+        Returns:
+            ``{"baseline_worst_class": the class index}`` for ``metrics.jsonl``, or ``{}``
+            without validation.
+        """
         if end.validation is None:
             return {}
         errors = frl_errors(end.validation)
@@ -368,10 +454,25 @@ class BaselineReweight(UniformWeighting):
         return {"baseline_worst_class": self.worst_class}
 
     def batch_weights(self, margins, y: torch.Tensor, epoch: int = 0, **_: object) -> torch.Tensor:
-        """Class weights (C,) on ``y``'s device (copied to the device once per update)."""
+        """Class weights (C,) on ``y``'s device (copied to the device once per update).
+
+        Args:
+            margins: unused (the weights come from the last validation).
+            y: the batch's labels (B,); only their device is used.
+            epoch: unused.
+
+        Returns:
+            :meth:`weight_values` as a float32 tensor (C,).
+        """
         return self._on_device("w", self.weight_values, y.device)
 
     def state_dict(self) -> dict:
+        """The method's state for a checkpoint (its ``"weighting"`` entry).
+
+        Returns:
+            ``{"kind": "baseline", "num_classes", "base_eps", "boost", "worst_class"}``, the
+            last class upweighted (None before the first validation).
+        """
         return {
             "kind": "baseline",
             "num_classes": self.num_classes,
@@ -381,6 +482,11 @@ class BaselineReweight(UniformWeighting):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (settings and the class upweighted).
+
+        Args:
+            state: a ``"baseline"`` state dict; ValueError for another kind.
+        """
         check_kind(state, "baseline")
         self.num_classes = int(state["num_classes"])
         self.base_eps = state["base_eps"]
@@ -439,29 +545,61 @@ class FixedClassWeighting(_TwoTermWeighting):
 
     # -- host-side values (float64 numpy) ----------------------------------------------------------
     def nat_weight_values(self) -> np.ndarray:
-        """w0 (C,): uniform weights of the natural CE term."""
+        """w0: uniform weights of the natural CE term.
+
+        Returns:
+            float64 (C,), every entry 1/C.
+        """
         return np.full(self.num_classes, 1.0 / self.num_classes)
 
     def bndy_weight_values(self) -> np.ndarray:
-        """w1 (C,): the boundary ratios normalised to sum 1."""
+        """w1: the boundary ratios normalised to sum 1.
+
+        Returns:
+            float64 (C,): ``r_c / sum_j r_j``.
+        """
         return self.boundary_ratios / self.boundary_ratios.sum()
 
     def eps_values(self) -> np.ndarray:
-        """Per-class budgets eps_c = s_c * base_eps (C,)."""
+        """Per-class budgets eps_c = s_c * base_eps.
+
+        Returns:
+            float64 (C,), in the units of ``base_eps``.
+        """
         return self.eps_scales * self.base_eps
 
     def epoch_end(self, end: EpochEnd) -> dict:
-        """Logs the (fixed) boundary weights."""
+        """Logs the (fixed) boundary weights; nothing is updated.
+
+        Args:
+            end: the :class:`EpochEnd` (unused).
+
+        Returns:
+            ``{"bndy_weights": w1 as a list of C floats}`` for ``metrics.jsonl``.
+        """
         return {"bndy_weights": self.bndy_weight_values().tolist()}
 
     def class_eps(self, y: torch.Tensor):
         """Per-sample budgets eps_{y_i} (B,) on ``y``'s device; the scalar base budget when no
-        class is scaled."""
+        class is scaled.
+
+        Args:
+            y: the batch's labels (B,) int64.
+
+        Returns:
+            A float32 tensor (B,), or the float ``base_eps`` when every ``eps_scales`` is 1.
+        """
         if np.all(self.eps_scales == 1.0):
             return self.base_eps
         return super().class_eps(y)
 
     def state_dict(self) -> dict:
+        """The method's state for a checkpoint (its ``"weighting"`` entry).
+
+        Returns:
+            ``{"kind": "fixed-class", "num_classes", "base_eps", "boundary_ratios",
+            "eps_scales"}``, the ratios as lists of C floats; nothing changes during training.
+        """
         return {
             "kind": "fixed-class",
             "num_classes": self.num_classes,
@@ -471,6 +609,12 @@ class FixedClassWeighting(_TwoTermWeighting):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (budget, boundary ratios, budget factors).
+
+        Args:
+            state: a ``"fixed-class"`` state dict with this weighting's ``num_classes``;
+                ValueError otherwise.
+        """
         check_kind(state, "fixed-class")
         if state["num_classes"] != self.num_classes:
             raise ValueError(

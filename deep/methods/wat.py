@@ -120,13 +120,33 @@ class WATMethod(UniformWeighting):
         return self._on_device("w", lambda: self.weights, device)
 
     def loss(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """WAT's loss ``(1/B) sum_i (w_{y_i} + w_C) (CE_i + beta KL_i)`` (:func:`wat_loss`).
+
+        Args:
+            batch: the step's :class:`TrainBatch` (clean and TRADES-adversarial logits, labels).
+
+        Returns:
+            ``(loss, w)``: the scalar loss and, for the log, each class's effective weight
+            ``w_c + w_C`` normalised to sum 1, float32 (C,).
+        """
         ce_i, kl_i = trades_parts(batch.logits_adv, batch.logits_clean, batch.y)
         w = self._weights_on(batch.y.device)
         effective = w[:-1] + w[-1]
         return wat_loss(ce_i, kl_i, batch.y, w, self.beta), effective / effective.sum()
 
     def validation_sums(self, end: EpochEnd) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Class sums of CE and KL under the TRADES attack on the validation split, and counts."""
+        """Class sums of CE and KL under the TRADES attack on the validation split, and counts.
+
+        The attack is the run's (``end.eps``, ``end.step_size``, ``end.attack_steps`` steps,
+        ``end.norm``) on the model in eval mode; CE is that of the clean logits, KL is
+        KL(p_clean || p_adv).
+
+        Args:
+            end: the :class:`EpochEnd` (model, validation split, attack settings, processes).
+
+        Returns:
+            ``(ce_sums, kl_sums, counts)``, float64 (C,) each, summed over processes.
+        """
         model = end.model
 
         def ce_kl(x, y, gen):
@@ -143,7 +163,16 @@ class WATMethod(UniformWeighting):
         return sums[0], sums[1], counts
 
     def epoch_end(self, end: EpochEnd) -> dict:
-        """One exponential-weights update from the epoch's validation costs."""
+        """One exponential-weights update from the epoch's validation costs: S += the costs
+        (:func:`wat_costs`), ``w = (C + 1) softmax(eta S)``, used from the next epoch.
+
+        Args:
+            end: the :class:`EpochEnd`; without a validation split nothing changes.
+
+        Returns:
+            ``{"wat": {"val_cost", "next_weights"}}`` (lists of C + 1 floats) for
+            ``metrics.jsonl``, or ``{}`` without a validation split.
+        """
         if end.val is None or not len(end.val):
             return {}
         ce, kl, counts = self.validation_sums(end)
@@ -155,6 +184,13 @@ class WATMethod(UniformWeighting):
         return {"wat": {"val_cost": cost.tolist(), "next_weights": self.weights.tolist()}}
 
     def state_dict(self) -> dict:
+        """The method's state for a checkpoint (its ``"weighting"`` entry).
+
+        Returns:
+            ``{"kind": "wat", "num_classes", "weights", "cumulative_cost", "updates"}``: the
+            C + 1 weights in force and the summed validation costs S (lists of floats), and
+            the number of updates.
+        """
         return {
             "kind": "wat",
             "num_classes": self.num_classes,
@@ -164,6 +200,13 @@ class WATMethod(UniformWeighting):
         }
 
     def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        """Restore :meth:`state_dict` (weights, cumulative costs, update count).
+
+        Args:
+            state: a ``"wat"`` state dict with this method's ``num_classes``; ValueError
+                otherwise.
+            device: unused (the state is host values; accepted like CFA's and DAFA's).
+        """
         check_kind(state, "wat")
         if state["num_classes"] != self.num_classes:
             raise ValueError(
