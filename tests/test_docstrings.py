@@ -1,6 +1,7 @@
-"""The public functions that the API reference shows document every parameter and what they
-return (Google-style ``Args:`` / ``Returns:`` sections, or NumPy-style ``Parameters`` /
-``Returns``), so the generated reference is complete."""
+"""The public functions that the API reference shows, and the public methods of its public classes,
+document every parameter and what they return (Google-style ``Args:`` / ``Returns:`` sections, or
+NumPy-style ``Parameters`` / ``Returns``), so the generated reference is complete. A function or
+method annotated ``-> None`` needs no ``Returns:`` section."""
 
 import importlib
 import inspect
@@ -8,7 +9,8 @@ import re
 
 import pytest
 
-#: Modules whose public functions (``__all__``) must be fully documented.
+#: Modules whose public functions (``__all__``) and the public methods of their public classes
+#: must be fully documented.
 MODULES = (
     "theory.gaussian",
     "theory.dro",
@@ -64,6 +66,25 @@ def public_functions():
         yield path, getattr(importlib.import_module(module), attr)
 
 
+def public_methods():
+    """The methods defined on each public class of ``MODULES`` (``vars(cls)``): names not starting
+    with ``_``, and ``__call__``; static and class methods included, properties not."""
+    for name in MODULES:
+        module = importlib.import_module(name)
+        names = getattr(module, "__all__", [n for n in vars(module) if not n.startswith("_")])
+        for attr in names:
+            cls = getattr(module, attr)
+            if not (inspect.isclass(cls) and cls.__module__ == name):
+                continue
+            for meth_name, meth in vars(cls).items():
+                if meth_name.startswith("_") and meth_name != "__call__":
+                    continue
+                if isinstance(meth, (staticmethod, classmethod)):
+                    meth = meth.__func__
+                if inspect.isfunction(meth):
+                    yield f"{name}.{attr}.{meth_name}", meth
+
+
 def sections(doc: str) -> dict[str, str]:
     """``{section title: its text}`` of a cleaned docstring."""
     out, current = {}, None
@@ -91,12 +112,16 @@ def missing(func) -> list[str]:
     if params:
         args = found.get("Args", "")
         problems += [f"parameter {p!r}" for p in params if not re.search(rf"\b{p}\b", args)]
-    if "Returns" not in found and "Yields" not in found:
+    returns_none = inspect.signature(func).return_annotation in (None, "None")
+    if "Returns" not in found and "Yields" not in found and not returns_none:
         problems.append("a Returns section")
     return problems
 
 
-@pytest.mark.parametrize("path, func", list(public_functions()), ids=lambda v: str(v)[:60])
+@pytest.mark.parametrize(
+    "path, func",
+    [pytest.param(path, func, id=path) for path, func in [*public_functions(), *public_methods()]],
+)
 def test_public_function_documents_parameters_and_returns(path, func):
     assert not missing(func), f"{path}'s docstring lacks: {', '.join(missing(func))}"
 
@@ -113,3 +138,20 @@ def test_the_check_sees_a_missing_parameter_and_section():
         """
 
     assert missing(documented) == ["parameter 'b'", "a Returns section"]
+
+    def returns_nothing(a, b) -> None:
+        """Store.
+
+        Args:
+            a: one number.
+        """
+
+    def returns_unannotated(a):
+        """Store.
+
+        Args:
+            a: one number.
+        """
+
+    assert missing(returns_nothing) == ["parameter 'b'"]
+    assert missing(returns_unannotated) == ["a Returns section"]
