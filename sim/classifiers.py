@@ -25,6 +25,7 @@ from scipy.special import expit
 
 __all__ = [
     "NORMS",
+    "ScoreClassifier",
     "LinearClassifier",
     "dual_norm",
     "InterceptCurves",
@@ -69,8 +70,48 @@ def dual_norm(w: np.ndarray, norm: str) -> float:
     return float(np.abs(w).sum() if norm == "linf" else np.linalg.norm(w))
 
 
+class ScoreClassifier:
+    """A binary classifier ``sign(score(x))`` over labels {-1, +1}: the prediction and the
+    standard correctness of :class:`LinearClassifier` and :class:`sim.mlp.MLPClassifier`, from
+    their ``decision_function`` (a score of exactly 0 counts as an error for both classes)."""
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover (abstract)
+        """The scores of inputs ``x``.
+
+        Args:
+            x: inputs (n, d).
+
+        Returns:
+            The scores (n,).
+        """
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted labels ``sign(score(x))``; a score of exactly 0 predicts -1.
+
+        Args:
+            x: inputs (n, d).
+
+        Returns:
+            Labels (n,) in {-1, +1}, int.
+        """
+        return np.where(self.decision_function(x) > 0, 1, -1)
+
+    def correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Standard correctness ``y score(x) > 0`` (a score of 0 is wrong for both classes).
+
+        Args:
+            x: inputs (n, d).
+            y: labels (n,) in {-1, +1}.
+
+        Returns:
+            Boolean (n,): whether each point is classified correctly.
+        """
+        return y * self.decision_function(x) > 0
+
+
 @dataclass(frozen=True)
-class LinearClassifier:
+class LinearClassifier(ScoreClassifier):
     """``f(x) = sign(w.x + b)`` (a score of exactly 0 counts as an error for both classes).
 
     Args:
@@ -91,29 +132,6 @@ class LinearClassifier:
             The scores ``w.x + b``, float64 (n,).
         """
         return np.asarray(x, dtype=np.float64) @ self.w + self.b
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predicted labels ``sign(w.x + b)``; a score of exactly 0 predicts -1.
-
-        Args:
-            x: inputs (n, d).
-
-        Returns:
-            Labels (n,) in {-1, +1}, int.
-        """
-        return np.where(self.decision_function(x) > 0, 1, -1)
-
-    def correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Standard correctness ``y (w.x + b) > 0`` (a score of 0 is wrong for both classes).
-
-        Args:
-            x: inputs (n, d).
-            y: labels (n,) in {-1, +1}.
-
-        Returns:
-            Boolean (n,): whether each point is classified correctly.
-        """
-        return y * self.decision_function(x) > 0
 
     def robust_correct(self, x: np.ndarray, y: np.ndarray, eps: float, norm: str = "linf"):
         """Exact robust correctness: ``min_{||delta|| <= eps} y (w.(x+delta) + b) > 0``, i.e.

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from sim.classifiers import ScoreClassifier
+
 __all__ = ["torch_threads", "make_mlp", "pgd_attack_binary", "MLPClassifier", "fit_mlp"]
 
 
@@ -126,7 +128,7 @@ def _project_l2(delta: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class MLPClassifier:
+class MLPClassifier(ScoreClassifier):
     """A trained MLP with numpy-in / numpy-out helpers.
 
     Args:
@@ -157,29 +159,6 @@ class MLPClassifier:
                     ).numpy()
                 )
         return np.concatenate(out)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predicted labels ``sign(f(x))``; a score of exactly 0 predicts -1.
-
-        Args:
-            x: inputs (n, d).
-
-        Returns:
-            Labels (n,) in {-1, +1}, int.
-        """
-        return np.where(self.decision_function(x) > 0, 1, -1)
-
-    def correct(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Standard correctness ``y f(x) > 0`` (a score of 0 is wrong for both classes).
-
-        Args:
-            x: inputs (n, d).
-            y: labels (n,) in {-1, +1}.
-
-        Returns:
-            Boolean (n,): whether each point is classified correctly.
-        """
-        return y * self.decision_function(x) > 0
 
     def robust_correct(
         self,
