@@ -99,7 +99,8 @@ def sections(doc: str) -> dict[str, str]:
 
 
 def missing(func) -> list[str]:
-    doc = inspect.getdoc(func) or ""
+    # the function's own docstring: a method inheriting its base's text may describe another rule
+    doc = inspect.cleandoc(func.__doc__ or "")
     found = sections(doc)
     params = [
         p.name

@@ -205,6 +205,12 @@ class CFAMethod(UniformWeighting):
 
     # -- per-class values (host, float64) ---------------------------------------------------------
     def eps_values(self) -> np.ndarray:
+        """CCM's per-class training budgets in force (CFA Sec. 4.1, :func:`calibrated_eps`).
+
+        Returns:
+            float64 (C,): ``(lambda1 + A_k) eps`` once calibrated (from epoch ``begin``), the base
+            budget for every class before.
+        """
         if not self.calibrated:
             return np.full(self.num_classes, self.base_eps)
         return calibrated_eps(self.acc, self.base_eps, self.lambda1)

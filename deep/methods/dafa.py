@@ -174,6 +174,13 @@ class DAFAMethod(UniformWeighting):
         return self._on(y.device)[y] * self.base_step if self.computed else self.base_step
 
     def eps_values(self) -> np.ndarray:
+        """DAFA's per-class training budgets in force: ``w_y eps``, as :meth:`class_eps` gives
+        them per sample.
+
+        Returns:
+            float64 (C,): the class weights times the base budget (the base budget during the
+            warm-up, when every weight is 1).
+        """
         return self.weights * self.base_eps
 
     def loss(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
