@@ -1085,9 +1085,12 @@ def print_status(store: Store, rows: list[Row], jobs: list[Job]) -> None:
     done = sum(1 for r in rows for s in args.seeds if store.record(r, s) is not None)
     print(f"{done}/{len(rows) * len(args.seeds)} runs recorded; {len(jobs)} jobs to do:")
     total, unknown = 0.0, 0
+    # estimates go by every record of the folder, not only those of this call's rows and seeds
+    known_rows = list(store.report_rows.values())
+    known_seeds = sorted(set(args.seeds) | set(store.report_seeds["seeds"]))
     for job in jobs:
         after = ", ".join(d.name for d in job.deps)
-        cost = estimate_cpu_seconds(store, job, rows, args.seeds)
+        cost = estimate_cpu_seconds(store, job, known_rows, known_seeds)
         total += cost or 0.0
         unknown += cost is None
         when = f"~{cost / 60:.0f} CPU-min" if cost is not None else "no estimate yet"

@@ -386,6 +386,15 @@ def test_status_estimates_what_is_left_from_the_recorded_cpu_time(tmp_path, caps
     assert "1/4 runs recorded" in out and "train pgd-at seed 1  [~5 CPU-min]" in out
     assert "no estimate yet" in out and "jobs without an estimate" in out
 
+    # a call for another seed only still estimates from the folder's records
+    store.write_manifest()
+    args = bench.parse_args([*TINY, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path),
+                             "--seeds", "2", "--aa-seeds", "2", "--aa-key-seeds", "2"])  # fmt: skip
+    only = bench.build_rows(args, ("pgd-at", "faal-at"))
+    store = bench.Store(args, only)
+    bench.print_status(store, only, bench.plan(store, only, [2], [2]))
+    assert "train pgd-at seed 2  [~10 CPU-min]" in capsys.readouterr().out
+
 
 def test_cpu_time_lost_with_a_killed_attempt_is_flagged(tmp_path, monkeypatch):
     bench = _load_module()
