@@ -91,9 +91,6 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     Args:
         obj: what to save (a checkpoint dict).
         path: the destination file.
-
-    Returns:
-        None.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -394,9 +391,6 @@ def set_rng_state(state: Mapping) -> None:
 
     Args:
         state: the dict :func:`rng_state` returned.
-
-    Returns:
-        None.
     """
     try:
         py = state["python"]

@@ -395,9 +395,6 @@ def download_dataset(
         url_base: replaces the folder part of every URL.
         checksums: file name -> MD5, replacing the published ones.
         progress: show progress (None: on a terminal).
-
-    Returns:
-        None.
     """
     _check_name(name, tuple(SOURCES))
     fetch_files(

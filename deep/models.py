@@ -696,9 +696,6 @@ def load_model_state(
         model: the target module (possibly wrapped).
         state_dict: the weights.
         allow_missing_normalize: accept state dicts without the normalisation buffers.
-
-    Returns:
-        None.
     """
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"state_dict must be a mapping, got {type(state_dict).__name__}")

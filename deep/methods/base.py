@@ -95,9 +95,6 @@ def check_kind(state: dict, kind: str) -> None:
     Args:
         state: a method's ``state_dict()``.
         kind: the expected kind.
-
-    Returns:
-        None.
     """
     if not isinstance(state, dict) or state.get("kind") != kind:
         found = state.get("kind") if isinstance(state, dict) else type(state).__name__
@@ -354,9 +351,6 @@ class UniformWeighting:
 
         Args:
             batch: the step's :class:`TrainBatch`.
-
-        Returns:
-            None.
         """
 
     def class_eps(self, y: torch.Tensor):
@@ -396,9 +390,6 @@ class UniformWeighting:
         Args:
             std_err: class-wise validation standard errors (C,).
             bndy_err: class-wise validation boundary errors (C,).
-
-        Returns:
-            None.
         """
 
     def epoch_end(self, end: EpochEnd) -> dict:
