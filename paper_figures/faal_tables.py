@@ -33,7 +33,6 @@ Writes ``faal_tableN.png`` (the table), ``faal_tableN.csv`` and ``faal_tableN.md
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,7 +48,13 @@ from paper_figures.aggregate import (
 )
 from paper_figures.common import Profile, build_parser, make_logger, parse_args, write_csv
 from paper_figures.faal import FinetuneRow, accuracy_keys, finetune_rows
-from paper_figures.runs import RunError, RunSpec, ensure_run, main_with_errors, read_final
+from paper_figures.runs import (
+    RunSpec,
+    ensure_cifar10c_evaluated,
+    ensure_run,
+    main_with_errors,
+    read_final,
+)
 
 __all__ = ["TABLES", "TableRow", "table_rows", "main"]
 
@@ -187,30 +192,10 @@ def table_rows(profile: Profile, table: int) -> list[TableRow]:
 
 def _cifar10c_final(run_dir: Path, args, log) -> dict:
     """Clean class-wise accuracy under Table 1's corruptions (deep.evaluate; cached per run)."""
-    from deep import evaluate
-
-    out = run_dir / f"cifar10c-severity{args.severity}"
-    if not (out / "final.json").exists():
-        checkpoint = run_dir / Path(str(read_final(run_dir).get("checkpoint") or "best.pt")).name
-        argv = [
-            "--checkpoint", str(checkpoint), "--dataset", "cifar10", "--attacks", "clean",
-            "--cifar10c-dir", str(args.cifar10c_dir), "--corruptions",
-            ",".join(TABLE1_CORRUPTIONS), "--severities", str(args.severity),
-            "--out", str(out), "--quiet",
-        ]  # fmt: skip
-        if args.data_dir:
-            argv += ["--data-dir", str(args.data_dir)]
-        if args.device:
-            argv += ["--device", args.device]
-        if log is not None:
-            log(f"CIFAR-10-C evaluation of {run_dir} ...")
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "evaluate.log").open("w") as fh, contextlib.redirect_stdout(fh):
-            try:
-                evaluate.main(argv)
-            except SystemExit as exc:
-                raise RunError(f"deep.evaluate failed for {run_dir}: {exc}") from None
-    return read_final(out)
+    return ensure_cifar10c_evaluated(
+        run_dir, args.cifar10c_dir, TABLE1_CORRUPTIONS, args.severity,
+        data_dir=args.data_dir or None, device=args.device or None, log=log,
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None, *, table: int | None = None) -> int:

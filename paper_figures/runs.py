@@ -357,6 +357,41 @@ def ensure_evaluated(
     return result
 
 
+def ensure_cifar10c_evaluated(
+    run_dir: str | os.PathLike,
+    cifar10c_dir: str | os.PathLike,
+    corruptions: Sequence[str],
+    severity: int,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """``final.json`` of ``python -m deep.evaluate --attacks clean --corruptions ...`` on the
+    run's evaluated checkpoint: clean class-wise accuracy under CIFAR-10-C ``corruptions`` at one
+    ``severity`` (FAAL Table 1's corruption columns). Cached in
+    ``<run_dir>/cifar10c-severity<severity>/``.
+    """
+    from deep import evaluate  # heavy import only when an evaluation is needed
+
+    run_dir = Path(run_dir)
+    out = run_dir / f"cifar10c-severity{severity}"
+    argv = ["--checkpoint", str(_chosen_checkpoint(run_dir)), "--dataset", "cifar10",
+            "--attacks", "clean", "--cifar10c-dir", str(cifar10c_dir),
+            "--corruptions", ",".join(corruptions), "--severities", str(severity),
+            "--out", str(out), "--quiet"]  # fmt: skip
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
+    if device is not None:
+        argv += ["--device", device]
+    what = f"CIFAR-10-C evaluation of {run_dir}"
+    result = _run_cli_once("deep.evaluate", evaluate.main, argv, out, out / "final.json", what, log)
+    if not isinstance(result, dict) or not isinstance(result.get("cifar10c"), dict):
+        raise RunError(f"{out / 'final.json'} lacks the CIFAR-10-C results; delete {out} "
+                       "to recompute it")  # fmt: skip
+    return result
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value) of ``values``."""
     values = [float(v) for v in values]

@@ -496,6 +496,14 @@ def test_table1_reads_cifar10c_columns_from_deep_evaluate(tmp_path):
         assert entry["counts"] == np.bincount(labels, minlength=10).tolist()  # severity 5 only
     # cached: a second call reads the same file back
     assert faal_tables._cifar10c_final(run_dir, args, None) == final
+    # a failed evaluation (missing corruption files) names deep.evaluate's log, not a traceback
+    broken = argparse.Namespace(**{**vars(args), "severity": 4, "cifar10c_dir": tmp_path / "none"})
+    with pytest.raises(RunError, match=r"deep\.evaluate failed .*log: .*evaluate\.log"):
+        faal_tables._cifar10c_final(run_dir, broken, None)
+    # an unreadable cached result names the file and how to recompute it
+    (run_dir / "cifar10c-severity5" / "final.json").write_text("{")
+    with pytest.raises(RunError, match=r"cifar10c-severity5.final\.json is not readable JSON"):
+        faal_tables._cifar10c_final(run_dir, args, None)
 
 
 def test_model_option_sets_the_architecture_of_every_run_from_scratch(monkeypatch):
