@@ -321,6 +321,12 @@ def ensure_certified(
     return _run_cli_once("deep.certify", certify.main, argv, out, out / "certify.json", what, log)
 
 
+def _data_device_options(data_dir: str | os.PathLike | None, device: str | None) -> list[str]:
+    """``--data-dir`` / ``--device`` options for a deep CLI (none for None)."""
+    options = [] if data_dir is None else ["--data-dir", str(data_dir)]
+    return options + ([] if device is None else ["--device", device])
+
+
 def ensure_evaluated(
     run_dir: str | os.PathLike,
     attacks: Sequence[str],
@@ -344,10 +350,7 @@ def ensure_evaluated(
             "--seed", str(int(final.get("seed", 0))), "--out", str(out), "--quiet"]  # fmt: skip
     if final.get("n_per_class"):
         argv += ["--n-per-class", str(int(final["n_per_class"]))]
-    if data_dir is not None:
-        argv += ["--data-dir", str(data_dir)]
-    if device is not None:
-        argv += ["--device", device]
+    argv += _data_device_options(data_dir, device)
     what = f"evaluating {run_dir.name} ({', '.join(attacks)})"
     result = _run_cli_once("deep.evaluate", evaluate.main, argv, out, out / "final.json", what, log)
     wanted = {RESULT_KEYS.get(a, a) for a in attacks}
@@ -380,10 +383,7 @@ def ensure_cifar10c_evaluated(
             "--attacks", "clean", "--cifar10c-dir", str(cifar10c_dir),
             "--corruptions", ",".join(corruptions), "--severities", str(severity),
             "--out", str(out), "--quiet"]  # fmt: skip
-    if data_dir is not None:
-        argv += ["--data-dir", str(data_dir)]
-    if device is not None:
-        argv += ["--device", device]
+    argv += _data_device_options(data_dir, device)
     what = f"CIFAR-10-C evaluation of {run_dir}"
     result = _run_cli_once("deep.evaluate", evaluate.main, argv, out, out / "final.json", what, log)
     if not isinstance(result, dict) or not isinstance(result.get("cifar10c"), dict):
