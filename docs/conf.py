@@ -24,6 +24,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax 3 copied into _static/: the site renders math offline
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
 ]

@@ -1,8 +1,9 @@
 """Check the built documentation site: ``python -m tests.docs_site [docs/_build/html]`` (run by
 ``.ci/run`` after the Sphinx build).
 
-The API reference must hold entries for the functions a reader looks for first, and every gallery
-example must have run and put its figure in its page. Exits 1 listing what is missing.
+The API reference must hold entries for the functions a reader looks for first, every gallery
+example must have run and put its figure in its page, and every page with math must load MathJax
+from the site itself (so formulas render offline). Exits 1 listing what is missing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,38 @@ API_ENTRIES = (
     ("api/deep.metrics.html", "deep.metrics.classwise_accuracy"),
 )
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+#: A page that must hold math (so the MathJax check cannot pass on a site without formulas).
+MATH_PAGE = "guide/theory.html"
+_MATH = re.compile(r'class="math[ "]')
+_SCRIPT_SRC = re.compile(r'<script[^>]*\ssrc="([^"]*mathjax[^"]*)"', re.IGNORECASE)
+
+
+def mathjax_problems(site: Path) -> list[str]:
+    """Pages of ``site`` with math whose MathJax is not a file of the site (a CDN needs a network).
+
+    Args:
+        site: the built HTML folder.
+
+    Returns:
+        One line per problem (empty when every page with math loads a MathJax of the site).
+    """
+    out = []
+    if not (site / MATH_PAGE).is_file() or not _MATH.search((site / MATH_PAGE).read_text()):
+        out.append(f"{MATH_PAGE}: no math")
+    for page in sorted(site.rglob("*.html")):
+        text = page.read_text(errors="replace")
+        if not _MATH.search(text):
+            continue
+        sources = _SCRIPT_SRC.findall(text)
+        name = page.relative_to(site).as_posix()
+        if not sources:
+            out.append(f"{name}: math but no MathJax script")
+        for src in sources:
+            if "//" in src:
+                out.append(f"{name}: MathJax from {src}, not from the site")
+            elif not (page.parent / src.split("?")[0]).is_file():
+                out.append(f"{name}: MathJax script {src} was not written")
+    return out
 
 
 def problems(site: Path, examples: Path = EXAMPLES) -> list[str]:
@@ -53,7 +86,7 @@ def problems(site: Path, examples: Path = EXAMPLES) -> list[str]:
             name = figure.split("/")[-1].rstrip('"')
             if not any(site.rglob(name)):
                 out.append(f"gallery: {page.name} shows {name}, which was not written")
-    return out
+    return out + mathjax_problems(site)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if found:
         print("the built documentation lacks:\n  " + "\n  ".join(found), file=sys.stderr)
         return 1
-    print(f"{site}: API entries and gallery figures present")
+    print(f"{site}: API entries, gallery figures and a local MathJax present")
     return 0
 
 

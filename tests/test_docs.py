@@ -92,9 +92,30 @@ def test_site_check_names_missing_entries_and_figures(tmp_path):
     )
     (site / "auto_examples" / "images" / "sphx_glr_plot_a_001.png").write_bytes(b"png")
     (site / "auto_examples" / "plot_b.html").write_text("<p>no figure</p>")
+    (site / "guide").mkdir()
+    (site / "_static" / "mathjax").mkdir(parents=True)
+    (site / "_static" / "mathjax" / "tex-chtml.js").write_text("")
+    math = '<span class="math notranslate nohighlight">\\(x\\)</span>'
+    local = '<script defer="defer" src="../_static/mathjax/tex-chtml.js"></script>'
+    (site / docs_site.MATH_PAGE).write_text(local + math)
     assert docs_site.problems(site, examples) == [
         "gallery: plot_b.html shows no figure of plot_b.py"
     ]
+    # math needs a MathJax that is a file of the site: a CDN, none, or a missing file is named
+    cdn = '<script defer="defer" src="https://cdn.jsdelivr.net/npm/mathjax@4/tex-mml-chtml.js">'
+    (site / docs_site.MATH_PAGE).write_text(cdn + math)
+    (site / "api" / "deep.evaluate.html").write_text(
+        (site / "api" / "deep.evaluate.html").read_text() + math
+    )
+    (site / "index.html").write_text('<script src="_static/mathjax/tex-svg.js"></script>' + math)
+    assert docs_site.mathjax_problems(site) == [
+        "api/deep.evaluate.html: math but no MathJax script",
+        f"{docs_site.MATH_PAGE}: MathJax from {cdn.split('src=')[1][1:-2]}, not from the site",
+        "index.html: MathJax script _static/mathjax/tex-svg.js was not written",
+    ]
+    (site / docs_site.MATH_PAGE).write_text("<p>no formulas</p>")
+    assert f"{docs_site.MATH_PAGE}: no math" in docs_site.mathjax_problems(site)
+    (site / docs_site.MATH_PAGE).write_text(local + math)
     (site / "api" / "theory.dro.html").write_text("")
     assert "api/theory.dro.html: no entry theory.dro.solve_kl_dro" in docs_site.problems(
         site, examples
