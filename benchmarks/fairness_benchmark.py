@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -60,6 +59,7 @@ from deep.runtime import (  # noqa: E402  (light: no torch)
     DefaultsHelpFormatter,
     budget_value,
     end_quietly_on_closed_pipe,
+    package_version,
 )
 
 #: From-scratch methods of the benchmark, in this order; presets the package lacks are left out.
@@ -317,10 +317,7 @@ def resolve_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 def provenance() -> dict:
     """The package version and the git commit the records of this process are made with
     (``"dirty": true`` when tracked files differ from that commit; None outside a checkout)."""
-    try:
-        version = importlib.metadata.version("robust-fairness")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
+    version = package_version()
 
     def git(*argv: str) -> str | None:
         try:

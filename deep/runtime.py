@@ -10,8 +10,9 @@
   :func:`all_or_nothing` removes what a command wrote into its output folder when it does not
   finish, so a folder holds complete outputs or none.
 * **Errors**: :class:`CLIParser` prints an argparse error first, then a one-line usage and
-  "see --help" (not the full usage); :func:`check_output_dir` refuses an ``--out`` that is a file,
-  lies under a file or is not writable, before any work.
+  "see --help" (not the full usage), and gives every command ``--version``;
+  :func:`check_output_dir` refuses an ``--out`` that is a file, lies under a file or is not
+  writable, before any work.
 * **Listings**: :func:`end_quietly_on_closed_pipe` lets a command that only prints (``--status``,
   ``list``) end silently when its reader goes away (``| head``), as Unix tools do.
 * **Budgets**: :func:`budget_value` is the argparse type of every eps, step and sigma option: a
@@ -31,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import math
 import os
+import platform
 import shutil
 import signal
 import sys
@@ -94,14 +97,53 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def package_version() -> str | None:
+    """The installed version of robust-fairness (None when the package is not installed, e.g.
+    when run from a checkout without ``pip install``)."""
+    try:
+        return importlib.metadata.version("robust-fairness")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def version_line() -> str:
+    """``robust-fairness 0.1.0 (torch 2.13.0+cpu, CUDA none, Python 3.11.7)``: what a bug
+    report needs to name. Imports torch."""
+    import torch
+
+    cuda = torch.version.cuda or "none"
+    return (
+        f"robust-fairness {package_version() or 'unknown (not installed)'} "
+        f"(torch {torch.__version__}, CUDA {cuda}, Python {platform.python_version()})"
+    )
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print :func:`version_line` and exit 0 (torch imported only then)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=None, help=None):
+        # ``default`` is argparse's ``argument_default`` (e.g. SUPPRESS); --version never has one
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())  # stdout, as argparse's own "version" action
+        parser.exit(0)
+
+
 class CLIParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors come first: ``PROG: error: MESSAGE``, then one line
     of usage (the required options) and "see --help", instead of the full usage before the error.
-    ``--help`` is unchanged; the help formatter defaults to :class:`DefaultsHelpFormatter`."""
+    ``--help`` is unchanged; ``--version`` prints the package, torch, CUDA and Python versions
+    (:func:`version_line`); the help formatter defaults to :class:`DefaultsHelpFormatter`."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
+        if self.add_help:
+            self.add_argument(
+                "--version", action=_VersionAction,
+                help="print the versions of robust-fairness, torch, CUDA and Python, and exit",
+            )  # fmt: skip
 
     def short_usage(self) -> str:
         """``usage: PROG REQUIRED... [options]; see PROG --help`` on one line."""

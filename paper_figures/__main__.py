@@ -26,6 +26,7 @@ from deep.runtime import (
     DefaultsHelpFormatter,
     check_output_dir,
     end_quietly_on_closed_pipe,
+    version_line,
 )
 from paper_figures.common import DATASETS, DEFAULT_OUT, DEFAULT_RUNS_DIR
 from paper_figures.runs import RunError, main_with_errors
@@ -201,7 +202,7 @@ def run_all(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     usage = (
-        "usage: python -m paper_figures {list | all [options] | SCRIPT [options]}\n"
+        "usage: python -m paper_figures {list | all [options] | SCRIPT [options] | --version}\n"
         "  list    the scripts and what each reproduces\n"
         "  all     run every script (see `python -m paper_figures all --help`)\n"
         "  SCRIPT  run one script (see `python -m paper_figures SCRIPT --help`)"
@@ -211,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _list()
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "--version":
+        print(version_line())
+        return 0
     if command == "list":
         end_quietly_on_closed_pipe()
         return _list()

@@ -244,3 +244,50 @@ def test_a_listing_whose_reader_went_away_ends_without_a_traceback(command):
     _, stderr = proc.communicate(timeout=120)
     assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr.decode()
     assert proc.returncode in (0, 1, -13)  # finished, or ended by SIGPIPE as Unix tools are
+
+
+# --------------------------------------------------------------------------------------------
+# --version: what a bug report needs, from every command
+# --------------------------------------------------------------------------------------------
+def _main_of(cli: str):
+    if cli == "benchmarks/fairness_benchmark.py":
+        from tests.test_fairness_benchmark import _load_module
+
+        return _load_module().main
+    return __import__(cli, fromlist=["main"]).main
+
+
+@pytest.mark.parametrize(
+    "cli",
+    ["deep.train", "deep.evaluate", "deep.certify", "sim.gaussian_demo", "paper_figures.__main__",
+     "benchmarks/fairness_benchmark.py"],
+)  # fmt: skip
+def test_every_command_prints_its_versions(cli, capsys):
+    import importlib.metadata
+    import platform
+
+    main = _main_of(cli)
+    try:
+        status = main(["--version"])
+    except SystemExit as exc:
+        status = exc.code
+    assert status in (0, None)
+    out = capsys.readouterr().out.strip()
+    assert out == (
+        f"robust-fairness {importlib.metadata.version('robust-fairness')} "
+        f"(torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}, "
+        f"Python {platform.python_version()})"
+    )
+
+
+def test_version_says_when_the_package_is_not_installed(monkeypatch):
+    import importlib.metadata
+
+    from deep import runtime
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert runtime.package_version() is None
+    assert runtime.version_line().startswith("robust-fairness unknown (not installed) (torch ")
