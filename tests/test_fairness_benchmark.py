@@ -642,6 +642,26 @@ def test_committed_statistics_agree_with_an_independent_recomputation():
             assert math.isclose(p_holm, running, rel_tol=1e-9)
 
 
+def test_the_code_regenerates_the_committed_report_exactly():
+    """The report code, run on the committed records (``--report-only`` without figures), writes
+    the committed JSON and Markdown byte for byte: what the independent recomputation above checks
+    is what the code computes, not only what it once wrote."""
+    module = _load_module()
+    import fairness_report
+
+    out = REPO / "docs" / "results"
+    args = module.parse_args(["--report-only"])
+    assert Path(args.out).resolve() == out.resolve()
+    store = module.Store(args, module.build_rows(args, module._available_methods()))
+    inputs = module.report_inputs(store)
+    report = fairness_report.build_json(inputs["args"], inputs)
+    any_record = next(r for v in inputs["rows"].values() for r in v["records"].values())
+    report["classes"] = any_record["final"]["classes"]
+    text = json.dumps(report, indent=1, allow_nan=False) + "\n"
+    assert text == (out / "fairness_benchmark.json").read_text()
+    assert fairness_report.build_markdown(report) == (out / "fairness_benchmark.md").read_text()
+
+
 def test_the_summary_claims_only_what_the_holm_adjusted_tests_allow():
     """Each line of the generated summary (README and report) quotes its comparison's numbers,
     and says "higher" / "lower" exactly where the Holm-adjusted p < 0.05."""
