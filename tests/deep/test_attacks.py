@@ -326,6 +326,23 @@ def test_trades_attack_raises_kl(digits_model):
     assert (kl_adv > kl_start).float().mean() > 0.95
 
 
+def test_starting_points_are_the_references_draws(digits_model):
+    """steps=0 returns the start: TRADES' x + 0.001 N(0, I) and PGD's x + U(-eps, eps), each
+    projected onto the eps-ball and [0, 1], drawn from the given generator in the same order."""
+    model, x, y = digits_model
+    eps = 0.1
+    x_trades = trades_attack(model, x, eps=eps, step_size=0.025, steps=0,
+                             generator=torch.Generator().manual_seed(3))  # fmt: skip
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    box = (torch.clamp(x - eps, min=0.0), torch.clamp(x + eps, max=1.0))
+    assert torch.equal(x_trades, torch.clamp(x + 0.001 * noise, *box))
+    x_pgd = pgd_attack(model, x, y, eps=eps, step_size=0.025, steps=0,
+                       generator=torch.Generator().manual_seed(4))  # fmt: skip
+    uniform = torch.rand(x.shape, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    assert torch.equal(x_pgd, torch.clamp(x + eps * uniform, *box))
+    assert (x_pgd - x).abs().max() > 0.9 * eps  # the start fills the ball, not a tiny one
+
+
 # --------------------------------------------------------------------------------------------
 # Inputs and budgets that cannot be meant
 # --------------------------------------------------------------------------------------------
