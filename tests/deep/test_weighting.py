@@ -56,6 +56,20 @@ def test_class_means_match_numpy_and_absent_is_minus_one(margins_batch):
     assert class_mean_statistic(m, y, 5, absent_value=0.25)[3].item() == 0.25
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_class_means_of_random_batches_with_singleton_and_absent_classes(seed):
+    """Small batches over 6 classes, so that classes with one sample and absent ones occur."""
+    rng = np.random.default_rng(seed)
+    batch = int(rng.integers(1, 9))
+    y = rng.integers(0, 6, size=batch)
+    values = rng.normal(size=batch)
+    got = class_mean_statistic(torch.from_numpy(values), torch.from_numpy(y), 6).numpy()
+    np.testing.assert_allclose(got, _numpy_class_means(values, y, 6), rtol=1e-14)
+    counts = np.bincount(y, minlength=6)
+    singles = np.flatnonzero(counts == 1)
+    np.testing.assert_array_equal(got[singles], [values[y == c][0] for c in singles])
+
+
 def test_count_weighted_is_reference_objective(margins_batch):
     """Reference code: sum_c n_c p_c m_c, i.e. class sums n_c * mean_c; absent classes 0."""
     m, y = margins_batch
@@ -150,6 +164,30 @@ def test_faal_statistics_by_hand():
         faal_statistic("hinge", logits, y)
     with pytest.raises(ValueError, match="statistic"):
         FAALWeighting(0.3, num_classes=3, statistic="hinge")
+
+
+def test_faal_statistic_is_that_of_the_adversarial_logits():
+    """FAAL Alg. 1 line 11: the class statistic comes from the adversarial examples' logits,
+    also when the objective computes clean logits too (TRADES); the clean ones only without an
+    attack."""
+    from deep.methods.base import TrainBatch
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.tensor([0, 1, 2, 1])
+    adv = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    clean = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+
+    def margin(logits):
+        p = np.exp(logits.numpy()) / np.exp(logits.numpy()).sum(axis=1, keepdims=True)
+        true = p[np.arange(4), y.numpy()]
+        wrong = np.where(np.eye(3, dtype=bool)[y.numpy()], -np.inf, p).max(axis=1)
+        return wrong - true
+
+    faal = FAALWeighting(0.3, num_classes=3)
+    both = faal.statistic_of(TrainBatch(None, y, adv, clean, 0, "trades", 6.0))
+    np.testing.assert_allclose(both.numpy(), margin(adv), rtol=1e-12)
+    natural = faal.statistic_of(TrainBatch(None, y, None, clean, 0, "natural", 0.0))
+    np.testing.assert_allclose(natural.numpy(), margin(clean), rtol=1e-12)
 
 
 def test_faal_ce_statistic_gives_absent_classes_its_minimum(margins_batch):
