@@ -121,6 +121,11 @@ def test_frl_errors_identity_on_hand_made_results():
     assert e["standard"]["worst"] == pytest.approx(0.4)
     assert e["robust"]["worst"] == pytest.approx(0.8)
     assert e["boundary"]["average"] == pytest.approx(1.3 / 4)
+    # An attack that found fewer errors than the clean pass in some class (a weak attack, or
+    # another subset): the boundary error is negative there, R_rob = R_nat + R_bndy still holds.
+    odd = frl_errors({"clean": {"per_class": [0.5, 0.9]}, "pgd20": {"per_class": [0.625, 0.25]}})
+    assert odd["boundary"]["per_class"] == pytest.approx([-0.125, 0.65], abs=1e-15)
+    assert odd["robust"]["per_class"] == pytest.approx([0.375, 0.75], abs=1e-15)
     with pytest.raises(ValueError, match="pgd20"):
         frl_errors({"clean": results["clean"]})
     with pytest.raises(ValueError, match="outside"):
