@@ -113,6 +113,12 @@ def test_cfa_class_accuracy_uses_real_class_counts():
     y2 = torch.tensor([0, 1, 2, 2])
     eps = method.class_eps(y2)
     torch.testing.assert_close(eps, torch.tensor(method.eps_values()[[0, 1, 2, 2]]).float())
+    # an epoch without class 2: classes 0 and 1 get their new accuracy, class 2 keeps its last one
+    y3 = torch.tensor([0, 0, 1, 1])
+    pred3 = torch.tensor([0, 1, 1, 1])
+    method.observe(TrainBatch(None, y3, F.one_hot(pred3, 3).double() * 5, None, 1, "at", 6.0))
+    method.epoch_end(_end(_tiny_model(), epoch=1))
+    np.testing.assert_allclose(method.acc, [0.5, 1.0, 1.0])
 
 
 def test_model_average_matches_the_reference_weight_average():
@@ -163,6 +169,7 @@ def test_fawa_updates_only_above_the_threshold_and_falls_back_visibly():
 def test_cfa_defaults_scale_with_the_run_length():
     assert default_begin(200) == 10 and default_begin(100) == 10
     assert default_begin(5) == 1 and default_begin(2) == 1 and default_begin(40) == 2
+    assert default_begin(30) == 2 and default_begin(70) == 4  # 5 % of the run, rounded
     assert default_decay(200) == default_decay(100) == 0.88
     assert default_decay(4) == pytest.approx(0.88**25) and default_decay(50) == pytest.approx(
         0.88**2
@@ -264,6 +271,10 @@ def _paper_rule(p, lam):
 def test_dafa_weights_hand_worked_and_against_loops():
     p = np.array([[0.8, 0.2], [0.4, 0.6]])  # class 1 is harder (0.6 < 0.8)
     np.testing.assert_allclose(dafa_weights(p, 1.0), [1 - 0.4 * 0.8, 1 + 0.4 * 0.8])
+    # equal diagonals: neither is harder, so each takes the else-branch and gives (the reference's
+    # "if P[i,i] < P[j,j] ... else ..."); no weight is gained
+    tied = np.array([[0.7, 0.3], [0.1, 0.7]])
+    np.testing.assert_allclose(dafa_weights(tied, 1.0), [1 - 0.1 * 0.7, 1 - 0.3 * 0.7])
     rng = np.random.default_rng(5)
     for lam in (1.0, 1.5):
         logits = rng.normal(size=(10, 10)) + 3 * np.eye(10)
