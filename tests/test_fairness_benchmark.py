@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -498,6 +499,47 @@ def _tree_digest(root: Path, paths: list[str]) -> dict[str, str]:
         for f in files:
             out[str(f.relative_to(root))] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
+
+
+def test_every_option_a_run_reads_is_part_of_the_protocol():
+    """The deep.train and deep.evaluate options of every run, and the runs' identities, read only
+    protocol options: an option outside ``PROTOCOL_FIELDS`` cannot change a number without also
+    sending the run to another folder."""
+    module = _load_module()
+    read: set[str] = set()
+
+    class Spy(argparse.Namespace):
+        def __getattribute__(self, name):
+            if not name.startswith("_"):
+                read.add(name)
+            return super().__getattribute__(name)
+
+    args = module.parse_args(["--tau-sweep", "0.2"])
+    spy = Spy(**vars(args))
+    rows = module.build_rows(args, module._available_methods())
+    by_name = {r.name: r for r in rows}
+    assert any(r.init for r in rows) and any(not r.init for r in rows)
+    for row in rows:
+        module.run_argv(spy, row, 3)
+        module.run_hash(spy, by_name, row, 3)
+    module.aa_argv(spy)
+    assert read and read <= set(module.PROTOCOL_FIELDS), sorted(read - set(module.PROTOCOL_FIELDS))
+    # and every protocol option reaches the runs: changing it changes some run's identity
+    scratch, finetune = rows[0], next(r for r in rows if r.init)
+    for name in module.PROTOCOL_FIELDS:
+        value = getattr(args, name)
+        if name == "dataset":
+            changed = "cifar10"
+        elif name == "model":
+            changed = "resnet18"
+        elif isinstance(value, float):
+            changed = value / 2
+        else:
+            changed = (value or 0) + 7
+        other = argparse.Namespace(**{**vars(args), name: changed})
+        before = [module.run_hash(args, by_name, r, 0) for r in (scratch, finetune)]
+        after = [module.run_hash(other, by_name, r, 0) for r in (scratch, finetune)]
+        assert before != after or module.aa_argv(args) != module.aa_argv(other), name
 
 
 @pytest.mark.slow
