@@ -603,7 +603,11 @@ def run_train(store: Store, job: Job) -> None:
             "cpu_complete": not partial.exists(),
             "final": final,
             "metrics": metrics,
-            "provenance": {**provenance(), "init": init_provenance(store, row, seed)},
+            "provenance": {
+                **provenance(),
+                "device": args.device,
+                "init": init_provenance(store, row, seed),
+            },
         }
         if best_ties is not None:  # unknown without the run's config.json: read as "first"
             record["best_ties"] = best_ties
@@ -654,7 +658,7 @@ def run_aa(store: Store, job: Job) -> None:
         record["autoattack"] = final
         record["autoattack_argv"] = aa_argv(args)
         record["cpu_seconds"]["autoattack"] = cpu
-        record["autoattack_provenance"] = provenance()
+        record["autoattack_provenance"] = {**provenance(), "device": args.device}
         store.write(row, seed, record)
 
 

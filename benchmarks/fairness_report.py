@@ -239,10 +239,13 @@ def build_json(args, inputs: dict) -> dict:
 
 
 def provenance_summary(rows_in: dict) -> dict:
-    """Which package versions and git commits the records were made with: ``{"git_commits":
-    {commit: records}, "package_versions": [...], "dirty_records", "records_without_provenance"}``
-    (records made before provenance was stored count as without)."""
+    """Which package versions, git commits and devices the records were made with:
+    ``{"git_commits": {commit: records}, "package_versions": [...], "dirty_records",
+    "records_without_provenance", "devices": {device: runs}}`` (records made before provenance
+    was stored count as without; runs recorded before the device was stored are not counted in
+    ``devices``, and the key is left out while no run names one)."""
     commits: dict[str, int] = {}
+    devices: dict[str, int] = {}
     versions, dirty, without = set(), 0, 0
     for entry in rows_in.values():
         for record in entry["records"].values():
@@ -253,13 +256,18 @@ def provenance_summary(rows_in: dict) -> dict:
                 commits[commit] = commits.get(commit, 0) + 1
                 versions.add(made.get("package_version"))
                 dirty += bool(made.get("dirty"))
+                if made.get("device"):
+                    devices[made["device"]] = devices.get(made["device"], 0) + 1
             without += "provenance" not in record
-    return {
+    out = {
         "git_commits": dict(sorted(commits.items())),
         "package_versions": sorted(v for v in versions if v),
         "dirty_records": dirty,
         "records_without_provenance": without,
     }
+    if devices:
+        out["devices"] = dict(sorted(devices.items()))
+    return out
 
 
 def provenance_note(report: dict) -> str:
@@ -279,6 +287,13 @@ def provenance_note(report: dict) -> str:
         )
     if made.get("dirty_records"):
         parts.append(f"{made['dirty_records']} were made with uncommitted changes")
+    devices = made.get("devices", {})
+    if len(devices) > 1:  # floating-point order differs between devices: not bitwise comparable
+        parts.append(
+            f"runs and AutoAttacks were made on {len(devices)} devices ("
+            + ", ".join(f"{d}: {k}" for d, k in devices.items())
+            + ")"
+        )
     return ("Provenance: " + "; ".join(parts) + ".") if parts else ""
 
 

@@ -104,6 +104,9 @@ def test_benchmark_end_to_end_resumes_and_reports(tmp_path):
     assert ft["provenance"]["init"]["sha256"] == hashlib.sha256(init.read_bytes()).hexdigest()
     assert init.parent.name.startswith("seed1-") and init.parent.parent.name == "pgd-at"
     assert report["provenance"]["records_without_provenance"] == 0
+    # the device each run and AutoAttack ran on (one device: no provenance sentence about it)
+    assert ft["provenance"]["device"] == ft0["autoattack_provenance"]["device"] == "cpu"
+    assert set(report["provenance"]["devices"]) == {"cpu"}
     # paired differences against the base are the mean of per-seed differences
     diff = report["paired_differences"]["pgd-at+faal-at vs pgd-at"]["pgd20"]["worst"]
     a = [json.loads((records / "pgd-at+faal-at" / f"seed{s}.json").read_text()) for s in (0, 1)]
@@ -735,6 +738,31 @@ def test_the_summary_claims_only_what_the_holm_adjusted_tests_allow():
             else:
                 assert said.group(1) == "not", line
                 assert f"not distinguishable at {cell['n']} seeds" in line
+
+
+def test_provenance_names_records_of_several_commits_or_devices():
+    _load_module()
+    import fairness_report
+
+    def record(commit, device, aa_device=None):
+        made = {"git_commit": commit, "package_version": "0.1.0", "dirty": False}
+        out = {"provenance": {**made, **({"device": device} if device else {})}}
+        if aa_device:
+            out["autoattack_provenance"] = {**made, "device": aa_device}
+        return out
+
+    one = {"a": {"records": {0: record("c1", None), 1: record("c1", "cpu", "cpu")}}}
+    summary = fairness_report.provenance_summary(one)
+    assert summary["devices"] == {"cpu": 2} and summary["git_commits"] == {"c1": 3}
+    assert fairness_report.provenance_note({"provenance": summary}) == ""
+    mixed = {"a": {"records": {0: record("c1", "cpu"), 1: record("c2", "cuda", "cuda")}}}
+    note = fairness_report.provenance_note(
+        {"provenance": fairness_report.provenance_summary(mixed)}
+    )
+    assert "2 commits (c1: 1, c2: 2" in note
+    assert "made on 2 devices (cpu: 1, cuda: 2)" in note
+    old = {"a": {"records": {0: record("c1", None)}}}
+    assert "devices" not in fairness_report.provenance_summary(old)
 
 
 def test_point_labels_are_moved_apart_until_none_overlap():
