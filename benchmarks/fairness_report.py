@@ -817,25 +817,29 @@ def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return sorted(set(front))
 
 
+def report_texts(args, inputs: dict) -> tuple[dict, str, str]:
+    """The report of ``inputs`` (:func:`build_json` plus the class names), and the texts of its
+    JSON and Markdown files, exactly as :func:`write_report` writes them."""
+    report = build_json(args, inputs)
+    any_record = next((r for v in inputs["rows"].values() for r in v["records"].values()), None)
+    report["classes"] = any_record["final"]["classes"] if any_record else []
+    return report, json.dumps(report, indent=1, allow_nan=False) + "\n", build_markdown(report)
+
+
 def write_report(args, inputs: dict) -> list[Path]:
     """Write ``<stem>.json``, ``<stem>.md`` and the figures into ``args.out``; return the paths."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = build_json(args, inputs)
-    any_record = next((r for v in inputs["rows"].values() for r in v["records"].values()), None)
-    report["classes"] = any_record["final"]["classes"] if any_record else []
+    report, json_text, markdown = report_texts(args, inputs)
     prefix = stem(args.dataset)
     paths = []
-    for path, text in (
-        (out / f"{prefix}.json", json.dumps(report, indent=1, allow_nan=False) + "\n"),
-        (out / f"{prefix}.md", build_markdown(report)),
-    ):
+    for path, text in ((out / f"{prefix}.json", json_text), (out / f"{prefix}.md", markdown)):
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
         paths.append(path)
     if getattr(args, "readme", None):
-        update_readme(Path(args.readme), build_markdown(report))
+        update_readme(Path(args.readme), markdown)
         paths.append(Path(args.readme))
     figures = out / f"{prefix}_figures"
     figures.mkdir(exist_ok=True)
