@@ -66,3 +66,11 @@ def test_check_of_recorded_runs(tmp_path, capsys):
     # the same tie in a record made under the new rule (its run's best_ties) is not flagged
     (tmp_path / "rerun.json").write_text(json.dumps({**tie, "best_ties": "average"}))
     assert selection_ties.main([str(tmp_path / "rerun.json")]) == 0
+
+
+def test_committed_records_keep_their_epoch(capsys):
+    """The benchmark guide says no committed record changes its best.pt under the tie rule."""
+    records = sorted(Path(selection_ties.REPO).glob(selection_ties.DEFAULT_RECORDS))
+    assert len(records) >= 60
+    assert selection_ties.main([]) == 0
+    assert f"0 of {len(records)} records keep another epoch" in capsys.readouterr().out
