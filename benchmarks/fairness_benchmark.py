@@ -59,6 +59,7 @@ from deep.runtime import (  # noqa: E402  (light: no torch)
     DefaultsHelpFormatter,
     budget_value,
     end_quietly_on_closed_pipe,
+    exit_on_file_error,
     package_version,
 )
 
@@ -1153,4 +1154,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with exit_on_file_error("python benchmarks/fairness_benchmark.py"):
+        code = main()
+    sys.exit(code)

@@ -69,6 +69,7 @@ from deep.runtime import (
     all_or_nothing,
     apply_thread_policy,
     budget_value,
+    exit_on_file_error,
     exit_on_interrupt,
     format_budget,
     resolve_device,
@@ -600,4 +601,6 @@ def _table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with exit_on_file_error("python -m deep.certify"):
+        code = main()
+    sys.exit(code)

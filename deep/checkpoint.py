@@ -40,6 +40,7 @@ __all__ = [
     "INTEGRITY_KEY",
     "load_checkpoint",
     "model_from_checkpoint",
+    "naming_file",
     "new_file_mode",
     "resolve_checkpoint",
     "rng_state",
@@ -79,12 +80,21 @@ def new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def naming_file(exc: BaseException, path: str | os.PathLike) -> BaseException:
+    """``exc``, or for an ``OSError`` that names no file (a write to a full disk raises
+    ``ENOSPC`` without one) the same error naming ``path``, the file being written."""
+    if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+        return type(exc)(exc.errno, exc.strerror, os.fspath(path))
+    return exc
+
+
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj)`` to ``path`` atomically.
 
     The object is written to a temporary file in the same directory, flushed and fsynced, then
     moved over ``path`` with ``os.replace``; readers see either the old file or the complete new
-    one, never a partial file. On any failure the temporary file is removed and the error re-raised.
+    one, never a partial file. On any failure the temporary file is removed and the error re-raised
+    (a file-system error naming ``path`` when it named no file, see :func:`naming_file`).
     The parent directory is created if needed. The file carries its SHA-256 digest
     (:func:`serialize_with_digest`), which :func:`load_checkpoint` verifies.
 
@@ -102,12 +112,15 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
-        raise
+        named = naming_file(exc, path)
+        if named is exc:
+            raise
+        raise named from exc
     _fsync_directory(path.parent)
 
 

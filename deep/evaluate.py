@@ -69,6 +69,7 @@ from deep.runtime import (
     apply_thread_policy,
     budget_value,
     check_output_dir,
+    exit_on_file_error,
     exit_on_interrupt,
     format_budget,
     resolve_device,
@@ -882,5 +883,6 @@ def _evaluate(parser, args, model, config, data, split, out_dir: Path, attacks, 
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_file_error("python -m deep.evaluate"):
+        main()
     sys.exit(0)

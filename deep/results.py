@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from deep.attacks import check_norm
-from deep.checkpoint import new_file_mode
+from deep.checkpoint import naming_file, new_file_mode
 from deep.metrics import frl_errors
 
 __all__ = [
@@ -164,7 +164,8 @@ def build_final_json(
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file + ``os.replace``), usual file mode."""
+    """Write ``text`` to ``path`` atomically (temporary file + ``os.replace``), usual file mode;
+    a file-system error names ``path`` (:func:`deep.checkpoint.naming_file`)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -172,10 +173,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        named = naming_file(exc, path)
+        if named is exc:
+            raise
+        raise named from exc
 
 
 def final_csv_text(final: Mapping) -> str:

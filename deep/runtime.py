@@ -12,7 +12,9 @@
 * **Errors**: :class:`CLIParser` prints an argparse error first, then a one-line usage and
   "see --help" (not the full usage), and gives every command ``--version``;
   :func:`check_output_dir` refuses an ``--out`` that is a file, lies under a file or is not
-  writable, before any work.
+  writable, before any work; :func:`exit_on_file_error` turns a file-system error met later (a
+  folder that cannot be created, a full disk, a file that cannot be written) into one line naming
+  the file and exit status 1, without a traceback.
 * **Listings**: :func:`end_quietly_on_closed_pipe` lets a command that only prints (``--status``,
   ``list``) end silently when its reader goes away (``| head``), as Unix tools do.
 * **Budgets**: :func:`budget_value` is the argparse type of every eps, step and sigma option: a
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib.metadata
 import math
 import os
@@ -50,6 +53,7 @@ if TYPE_CHECKING:  # torch is imported where it is used, so --help and the help 
 __all__ = [
     "CLIParser",
     "DefaultsHelpFormatter",
+    "FILE_SYSTEM_ERRNOS",
     "INTERRUPTED_EXIT",
     "SINGLE_THREAD_MODELS",
     "THREADS_HELP",
@@ -60,7 +64,9 @@ __all__ = [
     "check_output_dir",
     "default_threads",
     "end_quietly_on_closed_pipe",
+    "exit_on_file_error",
     "exit_on_interrupt",
+    "file_error_text",
     "format_budget",
     "output_dir_problem",
     "resolve_device",
@@ -68,6 +74,16 @@ __all__ = [
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 INTERRUPTED_EXIT = 130
+
+_FILE_SYSTEM_ERRNO_NAMES = (
+    "EACCES EPERM ENOENT ENOTDIR EISDIR EROFS ENOSPC EDQUOT ENAMETOOLONG ELOOP EEXIST EIO EFBIG "
+    "EMFILE ENFILE"
+)
+#: The ``errno`` values of file-system errors that :func:`exit_on_file_error` reports in one line:
+#: the user's environment, not the program, has to change (a path, a permission, free space).
+FILE_SYSTEM_ERRNOS = frozenset(
+    getattr(errno, name) for name in _FILE_SYSTEM_ERRNO_NAMES.split() if hasattr(errno, name)
+)
 
 #: Models that run fastest with one intra-op thread on the CPU.
 SINGLE_THREAD_MODELS = frozenset({"small-cnn"})
@@ -192,6 +208,12 @@ def output_dir_problem(path: str | os.PathLike) -> str | None:
     creating anything: ``path`` is a file, lies under a file, or the folder (or the nearest
     existing folder above it) is not writable, e.g. on a read-only file system."""
     path = Path(path)
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):  # judged below
+        pass
+    except OSError as exc:  # a name too long, a loop of links, a folder that cannot be entered
+        return exc.strerror or str(exc)
     if path.exists() and not path.is_dir():
         return "is a file, not a folder; choose a folder"
     existing = path
@@ -265,6 +287,31 @@ def exit_on_interrupt(what: str, *, note: str = "") -> Iterator[None]:
     except KeyboardInterrupt:
         print(f"\n{what} interrupted{note}", file=sys.stderr, flush=True)
         raise SystemExit(INTERRUPTED_EXIT) from None
+
+
+def file_error_text(exc: OSError) -> str:
+    """``"No such file or directory: /proc/x"``: the error's reason and the file(s) it names
+    (``exc.filename``, ``exc.filename2``; a full disk met while writing names none)."""
+    reason = exc.strerror or str(exc)
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    if not names:
+        return reason
+    return f"{reason}: {' -> '.join(names)}"
+
+
+@contextlib.contextmanager
+def exit_on_file_error(prog: str) -> Iterator[None]:
+    """Turn a file-system error inside the block (an ``OSError`` whose ``errno`` is in
+    :data:`FILE_SYSTEM_ERRNOS`) into ``"<prog>: error: <reason>: <file>"`` on stderr and exit
+    status 1. Other exceptions, and other ``OSError`` values (a lost network connection between
+    ranks, say), pass through with their traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in FILE_SYSTEM_ERRNOS:
+            raise
+        print(f"{prog}: error: {file_error_text(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 @contextlib.contextmanager

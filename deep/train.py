@@ -70,6 +70,7 @@ from deep.results import atomic_write_text, build_final_json, write_final_json
 from deep.runtime import (
     apply_thread_policy,
     check_output_dir,
+    exit_on_file_error,
     exit_on_interrupt,
     format_budget,
     resolve_device,
@@ -759,4 +760,6 @@ def _plot_weights(run_dir: Path, classes: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    dd.exit_process(main())
+    with exit_on_file_error("python -m deep.train"):
+        code = main()
+    dd.exit_process(code)

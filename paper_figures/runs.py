@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deep.runtime import FILE_SYSTEM_ERRNOS, file_error_text
+
 __all__ = [
     "RunSpec",
     "RunError",
@@ -109,10 +111,17 @@ def _set_aside(run_dir: Path, runs_dir: Path) -> Path:
 
 
 def main_with_errors(main: Callable[[], int]) -> int:
-    """Run a script's ``main()``; a :class:`RunError` becomes one ``error:`` line and status 1,
-    Ctrl-C one line and status 130 (finished runs stay in the run cache; rerunning reuses them)."""
+    """Run a script's ``main()``; a :class:`RunError` or a file-system error (a folder that
+    cannot be created, a full disk; :data:`deep.runtime.FILE_SYSTEM_ERRNOS`) becomes one
+    ``error:`` line and status 1, Ctrl-C one line and status 130 (finished runs stay in the run
+    cache; rerunning reuses them)."""
     try:
         return main()
+    except OSError as exc:
+        if exc.errno not in FILE_SYSTEM_ERRNOS:
+            raise
+        print(f"error: {file_error_text(exc)}", file=sys.stderr, flush=True)
+        return 1
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1

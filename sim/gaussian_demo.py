@@ -44,6 +44,7 @@ from deep.runtime import (
     all_or_nothing,
     budget_value,
     check_output_dir,
+    exit_on_file_error,
     exit_on_interrupt,
 )
 from sim.classifiers import (
@@ -570,4 +571,6 @@ def _run(args: argparse.Namespace, out: Path) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with exit_on_file_error("python -m sim.gaussian_demo"):
+        code = main()
+    raise SystemExit(code)

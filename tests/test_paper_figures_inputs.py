@@ -1,5 +1,5 @@
 """paper_figures as a new user runs it: --out and --runs-dir checked before any work, budgets as
-fractions, Ctrl-C as one line and status 130."""
+fractions, Ctrl-C as one line and status 130, a file-system error as one line and status 1."""
 
 import time
 
@@ -47,3 +47,19 @@ def test_ctrl_c_is_one_line_and_130(capsys):
 
     assert main_with_errors(interrupted) == 130
     assert capsys.readouterr().err.strip().startswith("interrupted;")
+
+
+def test_a_file_system_error_is_one_line_and_1(capsys):
+    """A full disk met while writing (checked options cannot foresee it)."""
+
+    def disk_full():
+        raise OSError(28, "No space left on device")
+
+    assert main_with_errors(disk_full) == 1
+    assert capsys.readouterr().err.strip() == "error: No space left on device"
+
+    def not_a_file_error():
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    with pytest.raises(ConnectionResetError):
+        main_with_errors(not_a_file_error)

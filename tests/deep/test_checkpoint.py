@@ -1,5 +1,7 @@
 """Atomic checkpoint writes, clear load errors, rebuilding models, RNG state round trips."""
 
+import errno
+import os
 import random
 
 import numpy as np
@@ -68,6 +70,32 @@ def test_failed_save_leaves_old_file_and_no_temp(tmp_path):
         save_atomic({"epoch": 2, "bad": Unpicklable()}, path)
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
     assert load_checkpoint(path)["epoch"] == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a full disk)")
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    """The bytes go to /dev/full, a device whose every write fails with ENOSPC as a full disk's
+    does (and names no file): the error names the file being written, the old file stays whole."""
+    from deep.results import atomic_write_text
+
+    path, text = tmp_path / "last.pt", tmp_path / "final.json"
+    save_atomic({"epoch": 1}, path)
+    text.write_text("{}")
+    real_fdopen = os.fdopen
+
+    def onto_a_full_disk(fd, mode, **kwargs):
+        os.close(fd)
+        return real_fdopen(os.open("/dev/full", os.O_WRONLY), mode, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", onto_a_full_disk)
+    for write, target in ((lambda: save_atomic({"epoch": 2}, path), path),
+                          (lambda: atomic_write_text(text, "x" * 100_000), text)):  # fmt: skip
+        with pytest.raises(OSError) as failed:
+            write()
+        assert failed.value.errno == errno.ENOSPC and failed.value.filename == str(target)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.json", "last.pt"]
+    assert load_checkpoint(path)["epoch"] == 1 and text.read_text() == "{}"
 
 
 def test_missing_file_names_it(tmp_path):

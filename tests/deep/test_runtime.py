@@ -18,6 +18,7 @@ from deep.runtime import (
     all_or_nothing,
     apply_thread_policy,
     budget_value,
+    exit_on_file_error,
     exit_on_interrupt,
     format_budget,
     output_dir_problem,
@@ -200,6 +201,70 @@ def test_unwritable_output_folder_is_found(tmp_path):
     if os.access(target.parent if target.name == "new-run" else target, os.W_OK):
         pytest.skip("no unwritable folder available to this user")
     assert "not writable" in output_dir_problem(target)
+
+
+def test_a_name_the_file_system_refuses_is_found(tmp_path):
+    """A component longer than NAME_MAX (255 on Linux and macOS): os.stat raises ENAMETOOLONG."""
+    problem = output_dir_problem(tmp_path / ("x" * 300) / "run")
+    assert problem is not None and "too long" in problem.lower()
+
+
+def _real_error(action) -> OSError:
+    try:
+        action()
+    except OSError as exc:
+        return exc
+    raise AssertionError("the action did not fail")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a full disk)")
+def test_file_system_errors_end_in_one_line_naming_the_file(tmp_path, capsys):
+    a_file = tmp_path / "results.json"
+    a_file.write_text("{}")
+    errors = {
+        "folder under a file": _real_error(lambda: (a_file / "run").mkdir(parents=True)),
+        "full disk": _real_error(lambda: Path("/dev/full").write_bytes(b"x" * 65536)),
+        "missing file": _real_error(lambda: (tmp_path / "none.pt").read_bytes()),
+    }
+    for what, error in errors.items():
+        with pytest.raises(SystemExit) as ended, exit_on_file_error("python -m deep.train"):
+            raise error
+        assert ended.value.code == 1, what
+        err = capsys.readouterr().err
+        assert err.startswith("python -m deep.train: error: ") and err.count("\n") == 1, what
+        assert error.strerror in err, what
+        if what != "full disk":  # a write to a full disk names no file
+            assert str(error.filename) in err, what
+    # errors that are not the file system's keep their traceback
+    for other in (ConnectionResetError(104, "Connection reset by peer"), ValueError("bad")):
+        with pytest.raises(type(other)), exit_on_file_error("python -m deep.train"):
+            raise other
+
+
+def test_a_command_whose_folder_cannot_be_made_ends_in_one_line(tmp_path):
+    """`python -m deep.train` when creating its run folder fails after the checks (a file system
+    that refuses it, a full disk): the error line names the folder, exit status 1."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "run"
+    script = (
+        "import errno, os, pathlib, runpy, sys\n"
+        "def refuse(self, *a, **k):\n"
+        "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))\n"
+        "pathlib.Path.mkdir = refuse\n"
+        f"sys.argv = ['deep.train', '--out', {str(out)!r}, '--epochs', '1']\n"
+        "runpy.run_module('deep.train', run_name='__main__', alter_sys=True)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"python -m deep.train: error: No space left on device: {out}"
+    )
+    assert not out.exists()
 
 
 def test_all_or_nothing_removes_what_an_unfinished_block_added(tmp_path):
