@@ -81,8 +81,18 @@ def new_file_mode() -> int:
 
 
 def naming_file(exc: BaseException, path: str | os.PathLike) -> BaseException:
-    """``exc``, or for an ``OSError`` that names no file (a write to a full disk raises
-    ``ENOSPC`` without one) the same error naming ``path``, the file being written."""
+    """The error to raise when writing ``path`` failed with ``exc``: the same error naming ``path``
+    when it is an ``OSError`` that names no file (a write to a full disk raises ``ENOSPC`` without
+    one), else ``exc`` itself.
+
+    Args:
+        exc: the exception the write raised.
+        path: the file being written.
+
+    Returns:
+        An ``OSError`` of ``exc``'s type, errno and reason with ``filename`` set to ``path``, or
+        ``exc`` unchanged.
+    """
     if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
         return type(exc)(exc.errno, exc.strerror, os.fspath(path))
     return exc
