@@ -7,10 +7,13 @@ class-wise table that command prints. This script runs each command as written (
 folder, with the same seed) and compares the rows; it exits 1 listing every row that differs, so
 a change of the numbers cannot go unnoticed in the README.
 
-The numbers are exact on a CPU that runs torch's kernels with the instruction set the README's
-numbers were measured with (:data:`MEASURED_ON`, torch's ``get_cpu_capability()``). Another
-instruction set sums in another order and may move a number by a test image or two, so there the
-rows must agree within :data:`TOLERANCE` percentage points (and the script says so).
+The numbers are exact on the kind of CPU they were measured on (:data:`MEASURED_ON`:
+torch's ``get_cpu_capability()``, and whether the CPU has AMX tiles, with which oneDNN chooses
+other convolution kernels). Another kind sums in another order: a few adversarial training steps
+later the model differs, and the ``worst`` rows, one class of 50 test images (20 for
+``deep.evaluate --n-per-class 20``), moved by up to 28 points between two AVX512 CPUs, one with
+AMX and one without (the averages by at most 3). There the ``average`` rows must agree within
+:data:`TOLERANCE` percentage points and the ``worst`` rows are not compared (the script says so).
 """
 
 from __future__ import annotations
@@ -25,10 +28,24 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 MARKER = re.compile(r"<!-- quickstart-output: (?P<command>python -m [^>]+?) -->")
 ROWS = ("average", "worst")
-#: torch's CPU capability on the machine that measured the README's numbers.
+#: The kind of CPU (:func:`cpu_kind`) that measured the README's numbers.
 MEASURED_ON = "AVX512"
-#: Allowed difference (percentage points) on a CPU with another capability.
+#: Allowed difference (percentage points) of the ``average`` rows on another kind of CPU.
 TOLERANCE = 5.0
+
+
+def cpu_kind() -> str:
+    """torch's CPU capability (``AVX512``, ``AVX2``, ...), with ``+AMX`` when the CPU has AMX
+    tiles (the ``amx_tile`` flag of ``/proc/cpuinfo``; nothing is added where that file is
+    missing)."""
+    import torch
+
+    kind = torch.backends.cpu.get_cpu_capability()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        flags = []
+    return kind + ("+AMX" if "amx_tile" in flags else "")
 
 
 def expected_outputs(readme_text: str) -> list[tuple[str, dict[str, list[str]]]]:
@@ -68,36 +85,41 @@ def _close(expected: list[str], got: list[str] | None, tolerance: float) -> bool
         return False
 
 
-def differences(expected: dict[str, list[str]], printed: str, tolerance: float = 0.0) -> list[str]:
-    """Human-readable differences between the README's rows and a command's output (numbers
+def differences(
+    expected: dict[str, list[str]],
+    printed: str,
+    tolerance: float = 0.0,
+    rows: tuple[str, ...] = ROWS,
+) -> list[str]:
+    """Human-readable differences between the README's ``rows`` and a command's output (numbers
     further apart than ``tolerance`` percentage points; 0: any difference)."""
     got = table_rows(printed)
     out = []
-    for row in ROWS:
+    for row in rows:
         if not _close(expected[row], got.get(row), tolerance):
             printed_row = " ".join(got.get(row, ["(missing)"]))
             out.append(f"  {row}: README {' '.join(expected[row])} | printed {printed_row}")
     return out
 
 
-def tolerance_here() -> float:
-    """0 on a CPU like the one that measured the README's numbers, else :data:`TOLERANCE`."""
-    import torch
-
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability == MEASURED_ON:
-        return 0.0
+def comparison_here() -> tuple[float, tuple[str, ...]]:
+    """``(tolerance, rows)``: exact and every row on the kind of CPU that measured the README's
+    numbers; else the ``average`` rows within :data:`TOLERANCE` points."""
+    kind = cpu_kind()
+    if kind == MEASURED_ON:
+        return 0.0, ROWS
     print(
-        f"note: this CPU runs torch's {capability} kernels, the README's numbers come from "
-        f"{MEASURED_ON}: rows must agree within {TOLERANCE:g} points, not exactly",
+        f"note: this CPU is {kind}, the README's numbers come from {MEASURED_ON}: the average rows "
+        f"must agree within {TOLERANCE:g} points, the worst-class rows are not compared (one class "
+        "of a few dozen images moves far when float sums run in another order)",
         flush=True,
     )
-    return TOLERANCE
+    return TOLERANCE, ("average",)
 
 
 def main() -> int:
     failures = []
-    tolerance = tolerance_here()
+    tolerance, rows = comparison_here()
     with tempfile.TemporaryDirectory() as tmp:
         for command, expected in expected_outputs(README.read_text()):
             print(f"$ {command}", flush=True)
@@ -106,7 +128,7 @@ def main() -> int:
             if proc.returncode != 0:
                 failures.append(f"{command} exited with {proc.returncode}:\n{proc.stderr[-2000:]}")
                 continue
-            diff = differences(expected, proc.stdout, tolerance)
+            diff = differences(expected, proc.stdout, tolerance, rows)
             if diff:
                 failures.append(f"{command}: the README's numbers drifted\n" + "\n".join(diff))
     if failures:

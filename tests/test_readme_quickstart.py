@@ -1,6 +1,8 @@
 """The README quick-start check (tests/readme_quickstart.py, run by .ci/run): it finds every
 marked block in the README and tells a drifted number from a matching one."""
 
+from pathlib import Path
+
 from tests import readme_quickstart as Q
 
 TABLE = """class    clean  PGD-20  CW-20
@@ -42,3 +44,28 @@ def test_on_another_instruction_set_a_small_drift_is_tolerated_a_large_one_is_no
     far = TABLE.replace("96.00   54.00", "96.00   40.00")
     assert Q.differences(expected, far, Q.TOLERANCE) != []
     assert Q.differences(expected, "worst 1 2\naverage 1 2 3 4", Q.TOLERANCE) != []
+
+
+def test_on_another_kind_of_cpu_only_the_average_rows_are_compared(monkeypatch, capsys):
+    text = "<!-- quickstart-output: python -m deep.train --out x -->\n```\n" + TABLE + "```\n"
+    ((_, expected),) = Q.expected_outputs(text)
+    worst_moved = TABLE.replace("96.00   54.00   56.00", "96.00   26.00   30.00")
+    monkeypatch.setattr(Q, "cpu_kind", lambda: Q.MEASURED_ON + "+AMX")
+    tolerance, rows = Q.comparison_here()
+    assert "the worst-class rows are not compared" in capsys.readouterr().out
+    assert Q.differences(expected, worst_moved, tolerance, rows) == []
+    average_moved = TABLE.replace("98.20   86.00", "98.20   80.00")
+    assert Q.differences(expected, average_moved, tolerance, rows) != []
+    monkeypatch.setattr(Q, "cpu_kind", lambda: Q.MEASURED_ON)
+    assert Q.comparison_here() == (0.0, Q.ROWS)
+    assert Q.differences(expected, worst_moved, *Q.comparison_here()) != []
+
+
+def test_the_kind_of_cpu_names_torch_capability_and_amx():
+    import torch
+
+    kind = Q.cpu_kind()
+    assert kind.startswith(torch.backends.cpu.get_cpu_capability())
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text().split() if cpuinfo.exists() else []
+    assert kind.endswith("+AMX") == ("amx_tile" in flags)
