@@ -42,7 +42,7 @@ import platform
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -300,17 +300,28 @@ def file_error_text(exc: OSError) -> str:
 
 
 @contextlib.contextmanager
-def exit_on_file_error(prog: str) -> Iterator[None]:
+def exit_on_file_error(
+    prog: str, exit_with: Callable[[int], object] | None = None
+) -> Iterator[None]:
     """Turn a file-system error inside the block (an ``OSError`` whose ``errno`` is in
     :data:`FILE_SYSTEM_ERRNOS`) into ``"<prog>: error: <reason>: <file>"`` on stderr and exit
     status 1. Other exceptions, and other ``OSError`` values (a lost network connection between
-    ranks, say), pass through with their traceback."""
+    ranks, say), pass through with their traceback.
+
+    Args:
+        prog: The command's name, first on the error line.
+        exit_with: Called with 1 after the line is printed (``deep.distributed.exit_process`` under
+            torchrun, so that a rank whose disk is full ends the way a finished rank does);
+            ``None`` raises ``SystemExit(1)``.
+    """
     try:
         yield
     except OSError as exc:
         if exc.errno not in FILE_SYSTEM_ERRNOS:
             raise
         print(f"{prog}: error: {file_error_text(exc)}", file=sys.stderr, flush=True)
+        if exit_with is not None:
+            exit_with(1)
         raise SystemExit(1) from None
 
 

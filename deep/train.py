@@ -760,6 +760,6 @@ def _plot_weights(run_dir: Path, classes: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    with exit_on_file_error("python -m deep.train"):
+    with exit_on_file_error("python -m deep.train", exit_with=dd.exit_process):
         code = main()
     dd.exit_process(code)

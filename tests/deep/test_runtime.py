@@ -235,6 +235,11 @@ def test_file_system_errors_end_in_one_line_naming_the_file(tmp_path, capsys):
         assert error.strerror in err, what
         if what != "full disk":  # a write to a full disk names no file
             assert str(error.filename) in err, what
+    # a caller's own way to end the process gets status 1 after the line is printed
+    ends = []
+    with pytest.raises(SystemExit), exit_on_file_error("prog", exit_with=ends.append):
+        raise FileNotFoundError(2, "No such file or directory", "/x")
+    assert ends == [1] and capsys.readouterr().err == "prog: error: No such file or directory: /x\n"
     # errors that are not the file system's keep their traceback
     for other in (ConnectionResetError(104, "Connection reset by peer"), ValueError("bad")):
         with pytest.raises(type(other)), exit_on_file_error("python -m deep.train"):
@@ -243,7 +248,8 @@ def test_file_system_errors_end_in_one_line_naming_the_file(tmp_path, capsys):
 
 def test_a_command_whose_folder_cannot_be_made_ends_in_one_line(tmp_path):
     """`python -m deep.train` when creating its run folder fails after the checks (a file system
-    that refuses it, a full disk): the error line names the folder, exit status 1."""
+    that refuses it, a full disk): the error line names the folder, exit status 1, reached through
+    deep.distributed.exit_process (which ends a torchrun rank without the C++ teardown)."""
     import subprocess
     import sys
 
@@ -254,6 +260,12 @@ def test_a_command_whose_folder_cannot_be_made_ends_in_one_line(tmp_path):
         "def refuse(self, *a, **k):\n"
         "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))\n"
         "pathlib.Path.mkdir = refuse\n"
+        "import deep.distributed as dd\n"
+        "ended = dd.exit_process\n"
+        "def note(code):\n"
+        "    print(f'exit_process({code})', file=sys.stderr, flush=True)\n"
+        "    ended(code)\n"
+        "dd.exit_process = note\n"
         f"sys.argv = ['deep.train', '--out', {str(out)!r}, '--epochs', '1']\n"
         "runpy.run_module('deep.train', run_name='__main__', alter_sys=True)\n"
     )
@@ -261,9 +273,10 @@ def test_a_command_whose_folder_cannot_be_made_ends_in_one_line(tmp_path):
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"python -m deep.train: error: No space left on device: {out}"
-    )
+    assert proc.stderr.strip().splitlines()[-2:] == [
+        f"python -m deep.train: error: No space left on device: {out}",
+        "exit_process(1)",
+    ]
     assert not out.exists()
 
 
