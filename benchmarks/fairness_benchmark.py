@@ -334,6 +334,32 @@ def provenance() -> dict:
     return {"package_version": version, "git_commit": commit, "dirty": bool(dirty)}
 
 
+@functools.cache
+def cpu_kind_of_this_machine() -> str | None:
+    """:func:`deep.runtime.cpu_kind` (``AVX512``, ``AVX512+AMX``, ...), asked of a child Python so
+    that this process stays free of torch; None when the child fails."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "from deep.runtime import cpu_kind; print(cpu_kind())"],
+            cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def device_provenance(device: str) -> dict:
+    """``{"device": ...}``, with the CPU's kind for a CPU run (CPU runs are bitwise equal only
+    between CPUs of one kind)."""
+    if device != "cpu":
+        return {"device": device}
+    return {"device": device, "cpu_kind": cpu_kind_of_this_machine()}
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as f:
@@ -606,7 +632,7 @@ def run_train(store: Store, job: Job) -> None:
             "metrics": metrics,
             "provenance": {
                 **provenance(),
-                "device": args.device,
+                **device_provenance(args.device),
                 "init": init_provenance(store, row, seed),
             },
         }
@@ -659,7 +685,7 @@ def run_aa(store: Store, job: Job) -> None:
         record["autoattack"] = final
         record["autoattack_argv"] = aa_argv(args)
         record["cpu_seconds"]["autoattack"] = cpu
-        record["autoattack_provenance"] = {**provenance(), "device": args.device}
+        record["autoattack_provenance"] = {**provenance(), **device_provenance(args.device)}
         store.write(row, seed, record)
 
 

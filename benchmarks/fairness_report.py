@@ -243,9 +243,11 @@ def provenance_summary(rows_in: dict) -> dict:
     ``{"git_commits": {commit: records}, "package_versions": [...], "dirty_records",
     "records_without_provenance", "devices": {device: runs}}`` (records made before provenance
     was stored count as without; runs recorded before the device was stored are not counted in
-    ``devices``, and the key is left out while no run names one)."""
+    ``devices``, and the key is left out while no run names one; ``"cpu_kinds": {kind: runs}``
+    likewise for the CPU runs that name their kind of CPU)."""
     commits: dict[str, int] = {}
     devices: dict[str, int] = {}
+    cpu_kinds: dict[str, int] = {}
     versions, dirty, without = set(), 0, 0
     for entry in rows_in.values():
         for record in entry["records"].values():
@@ -258,6 +260,8 @@ def provenance_summary(rows_in: dict) -> dict:
                 dirty += bool(made.get("dirty"))
                 if made.get("device"):
                     devices[made["device"]] = devices.get(made["device"], 0) + 1
+                if made.get("cpu_kind"):
+                    cpu_kinds[made["cpu_kind"]] = cpu_kinds.get(made["cpu_kind"], 0) + 1
             without += "provenance" not in record
     out = {
         "git_commits": dict(sorted(commits.items())),
@@ -267,6 +271,8 @@ def provenance_summary(rows_in: dict) -> dict:
     }
     if devices:
         out["devices"] = dict(sorted(devices.items()))
+    if cpu_kinds:
+        out["cpu_kinds"] = dict(sorted(cpu_kinds.items()))
     return out
 
 
@@ -293,6 +299,12 @@ def provenance_note(report: dict) -> str:
             f"runs and AutoAttacks were made on {len(devices)} devices ("
             + ", ".join(f"{d}: {k}" for d, k in devices.items())
             + ")"
+        )
+    kinds = made.get("cpu_kinds", {})
+    if len(kinds) > 1:  # CPUs of two kinds sum in another order too
+        parts.append(
+            f"the CPU runs and AutoAttacks that name their CPU were made on {len(kinds)} kinds of "
+            "CPU (" + ", ".join(f"{k}: {n}" for k, n in kinds.items()) + ")"
         )
     return ("Provenance: " + "; ".join(parts) + ".") if parts else ""
 

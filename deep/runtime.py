@@ -10,7 +10,8 @@
   :func:`all_or_nothing` removes what a command wrote into its output folder when it does not
   finish, so a folder holds complete outputs or none.
 * **Errors**: :class:`CLIParser` prints an argparse error first, then a one-line usage and
-  "see --help" (not the full usage), and gives every command ``--version``;
+  "see --help" (not the full usage), and gives every command ``--version`` (which names the
+  kind of CPU, :func:`cpu_kind`, as CPU runs are bitwise equal only on one kind);
   :func:`check_output_dir` refuses an ``--out`` that is a file, lies under a file or is not
   writable, before any work; :func:`exit_on_file_error` turns a file-system error met later (a
   folder that cannot be created, a full disk, a file that cannot be written) into one line naming
@@ -62,6 +63,7 @@ __all__ = [
     "apply_thread_policy",
     "budget_value",
     "check_output_dir",
+    "cpu_kind",
     "default_threads",
     "end_quietly_on_closed_pipe",
     "exit_on_file_error",
@@ -122,15 +124,32 @@ def package_version() -> str | None:
         return None
 
 
+def cpu_kind() -> str:
+    """The kind of CPU, as far as it changes float results: torch's CPU capability (``AVX512``,
+    ``AVX2``, ...), with ``+AMX`` when the CPU has AMX tiles (the ``amx_tile`` flag of
+    ``/proc/cpuinfo``, with which oneDNN chooses other convolution kernels; nothing is added where
+    that file is missing). Two CPUs of one kind give bitwise equal CPU runs; CPUs of two kinds sum
+    in another order. Imports torch."""
+    import torch
+
+    kind = torch.backends.cpu.get_cpu_capability()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        flags = []
+    return kind + ("+AMX" if "amx_tile" in flags else "")
+
+
 def version_line() -> str:
-    """``robust-fairness 0.1.0 (torch 2.13.0+cpu, CUDA none, Python 3.11.7)``: what a bug
-    report needs to name. Imports torch."""
+    """``robust-fairness 0.1.0 (torch 2.13.0+cpu, CUDA none, CPU AVX512, Python 3.11.7)``: what
+    a bug report needs to name (the CPU by :func:`cpu_kind`). Imports torch."""
     import torch
 
     cuda = torch.version.cuda or "none"
     return (
         f"robust-fairness {package_version() or 'unknown (not installed)'} "
-        f"(torch {torch.__version__}, CUDA {cuda}, Python {platform.python_version()})"
+        f"(torch {torch.__version__}, CUDA {cuda}, CPU {cpu_kind()}, "
+        f"Python {platform.python_version()})"
     )
 
 

@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from deep.runtime import cpu_kind
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 MARKER = re.compile(r"<!-- quickstart-output: (?P<command>python -m [^>]+?) -->")
 ROWS = ("average", "worst")
@@ -32,20 +34,6 @@ ROWS = ("average", "worst")
 MEASURED_ON = "AVX512"
 #: Allowed difference (percentage points) of the ``average`` rows on another kind of CPU.
 TOLERANCE = 5.0
-
-
-def cpu_kind() -> str:
-    """torch's CPU capability (``AVX512``, ``AVX2``, ...), with ``+AMX`` when the CPU has AMX
-    tiles (the ``amx_tile`` flag of ``/proc/cpuinfo``; nothing is added where that file is
-    missing)."""
-    import torch
-
-    kind = torch.backends.cpu.get_cpu_capability()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        flags = []
-    return kind + ("+AMX" if "amx_tile" in flags else "")
 
 
 def expected_outputs(readme_text: str) -> list[tuple[str, dict[str, list[str]]]]:

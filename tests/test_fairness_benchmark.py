@@ -107,6 +107,14 @@ def test_benchmark_end_to_end_resumes_and_reports(tmp_path):
     # the device each run and AutoAttack ran on (one device: no provenance sentence about it)
     assert ft["provenance"]["device"] == ft0["autoattack_provenance"]["device"] == "cpu"
     assert set(report["provenance"]["devices"]) == {"cpu"}
+    # and the kind of CPU, as torch and /proc/cpuinfo name it here (the test's process is the
+    # benchmark's machine)
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    kinds = {ft["provenance"]["cpu_kind"], ft0["autoattack_provenance"]["cpu_kind"]}
+    assert len(kinds) == 1 and kinds.pop().split("+")[0] == capability
+    assert report["provenance"]["cpu_kinds"] == {ft["provenance"]["cpu_kind"]: 6}
     # paired differences against the base are the mean of per-seed differences
     diff = report["paired_differences"]["pgd-at+faal-at vs pgd-at"]["pgd20"]["worst"]
     a = [json.loads((records / "pgd-at+faal-at" / f"seed{s}.json").read_text()) for s in (0, 1)]
@@ -760,6 +768,18 @@ def test_provenance_names_records_of_several_commits_or_devices():
     assert "made on 2 devices (cpu: 1, cuda: 2)" in note
     old = {"a": {"records": {0: record("c1", None)}}}
     assert "devices" not in fairness_report.provenance_summary(old)
+    assert "cpu_kinds" not in fairness_report.provenance_summary(old)
+    # CPU runs name their kind of CPU; two kinds are named, records without one are not counted
+    kinds = {"a": {"records": {0: record("c1", "cpu"), 1: record("c1", "cpu", "cpu")}}}
+    kinds["a"]["records"][0]["provenance"]["cpu_kind"] = "AVX512"
+    kinds["a"]["records"][1]["provenance"]["cpu_kind"] = "AVX2"
+    summary = fairness_report.provenance_summary(kinds)
+    assert summary["cpu_kinds"] == {"AVX2": 1, "AVX512": 1} and summary["devices"] == {"cpu": 3}
+    note = fairness_report.provenance_note({"provenance": summary})
+    assert "made on 2 kinds of CPU (AVX2: 1, AVX512: 1)" in note and "devices" not in note
+    kinds["a"]["records"][1]["provenance"]["cpu_kind"] = "AVX512"
+    summary = fairness_report.provenance_summary(kinds)
+    assert fairness_report.provenance_note({"provenance": summary}) == ""
 
 
 def test_point_labels_are_moved_apart_until_none_overlap():

@@ -1,8 +1,6 @@
 """The README quick-start check (tests/readme_quickstart.py, run by .ci/run): it finds every
 marked block in the README and tells a drifted number from a matching one."""
 
-from pathlib import Path
-
 from tests import readme_quickstart as Q
 
 TABLE = """class    clean  PGD-20  CW-20
@@ -59,13 +57,3 @@ def test_on_another_kind_of_cpu_only_the_average_rows_are_compared(monkeypatch, 
     monkeypatch.setattr(Q, "cpu_kind", lambda: Q.MEASURED_ON)
     assert Q.comparison_here() == (0.0, Q.ROWS)
     assert Q.differences(expected, worst_moved, *Q.comparison_here()) != []
-
-
-def test_the_kind_of_cpu_names_torch_capability_and_amx():
-    import torch
-
-    kind = Q.cpu_kind()
-    assert kind.startswith(torch.backends.cpu.get_cpu_capability())
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text().split() if cpuinfo.exists() else []
-    assert kind.endswith("+AMX") == ("amx_tile" in flags)

@@ -354,8 +354,14 @@ def test_every_command_prints_its_versions(cli, capsys):
     assert out == (
         f"robust-fairness {importlib.metadata.version('robust-fairness')} "
         f"(torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}, "
-        f"Python {platform.python_version()})"
+        f"CPU {torch.backends.cpu.get_cpu_capability()}"
+        f"{'+AMX' if 'amx_tile' in _cpu_flags() else ''}, Python {platform.python_version()})"
     )
+
+
+def _cpu_flags() -> list[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.read_text().split() if cpuinfo.exists() else []
 
 
 def test_version_says_when_the_package_is_not_installed(monkeypatch):
@@ -369,3 +375,13 @@ def test_version_says_when_the_package_is_not_installed(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", missing)
     assert runtime.package_version() is None
     assert runtime.version_line().startswith("robust-fairness unknown (not installed) (torch ")
+
+
+def test_version_line_names_the_kind_of_cpu():
+    """torch's CPU capability, with +AMX exactly where /proc/cpuinfo lists AMX tiles."""
+    from deep import runtime
+
+    kind = runtime.cpu_kind()
+    assert kind.startswith(torch.backends.cpu.get_cpu_capability())
+    assert kind.endswith("+AMX") == ("amx_tile" in _cpu_flags())
+    assert f", CPU {kind}, Python " in runtime.version_line()
