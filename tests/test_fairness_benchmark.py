@@ -810,3 +810,34 @@ def test_eps_as_a_fraction_reaches_the_runs_exactly(tmp_path):
     argv = bench.scratch_argv(args)
     assert float(argv[argv.index("--eps") + 1]) == 8 / 255
     assert bench.exact_number(0.1) == "0.1"  # short values keep their form (and run identities)
+
+
+KEY_ROWS = ("pgd-at", "trades", "pgd-at+pgd-at", "trades+trades", "pgd-at+faal-at",
+            "trades+faal-trades")  # fmt: skip
+
+
+def test_the_committed_benchmark_covers_its_protocol():
+    """The committed records are the whole protocol: 20 rows, seeds 0-4 each with PGD-20 and
+    CW-20 on the full 10,000-image test set, AutoAttack on 50 images per class at seeds 0, 3 and 4
+    of every row and at all five seeds of the rows of the question."""
+    out = REPO / "docs" / "results"
+    report = json.loads((out / "fairness_benchmark.json").read_text())
+    config = report["config"]
+    assert config["test_size"] == 10000 and config["aa_per_class"] == 50
+    assert len(report["rows"]) == 20
+    for name in report["rows"]:
+        final_seeds, aa_seeds = set(), set()
+        for path in sorted((out / "fairness_benchmark_runs" / name).glob("seed*.json")):
+            record = json.loads(path.read_text())
+            results = record["final"]["results"]
+            if all(sum(results[a]["counts"]) == 10000 for a in ("clean", "pgd20", "cw20")):
+                final_seeds.add(record["seed"])
+            aa = record.get("autoattack")
+            if (
+                aa
+                and aa["n_per_class"] == 50
+                and aa["results"]["autoattack"]["counts"] == [50] * 10
+            ):
+                aa_seeds.add(record["seed"])
+        assert final_seeds == {0, 1, 2, 3, 4}, name
+        assert aa_seeds >= ({0, 1, 2, 3, 4} if name in KEY_ROWS else {0, 3, 4}), name
